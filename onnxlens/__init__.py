@@ -1,0 +1,8 @@
+"""onnxlens: explain and audit image CNNs exported to ONNX, without the framework that trained them."""
+
+__version__ = "0.1.0"
+
+from onnxlens.errors import OnnxLensError  # noqa: E402
+from onnxlens.runtime.model_import import ImportedModel, import_model  # noqa: E402
+
+__all__ = ["ImportedModel", "OnnxLensError", "__version__", "import_model"]

@@ -1,0 +1,135 @@
+"""The onnxlens command line. Errors print one line on stderr and exit non-zero."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from onnxlens.errors import OnnxLensError
+
+app = typer.Typer(
+    name="onnxlens",
+    help="Explain and audit image CNNs exported to ONNX.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_ERROR = 1
+EXIT_INTERNAL = 3
+
+
+@app.callback()
+def _root() -> None:
+    """Explain and audit image CNNs exported to ONNX."""
+
+
+@app.command()
+def inspect(
+    model: Annotated[Path, typer.Argument(help="Path to an .onnx file.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print a stable JSON document.")] = False,
+    layout: Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")] = None,
+    max_size: Annotated[
+        Optional[int], typer.Option(help="Refuse models larger than this many bytes (with external data).")
+    ] = None,
+) -> None:
+    """Load, validate and describe a model: inputs and layout, outputs, ops, parameters."""
+    from onnxlens.runtime.model_import import import_model
+
+    info = import_model(model, layout=layout.upper() if layout else None, max_bytes=max_size).describe()
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=True))
+    else:
+        _print_description(info, Console(width=max(100, Console().width), highlight=False))
+
+
+def _safe(value) -> Text:
+    """Untrusted model text for the terminal: no markup, control characters escaped."""
+    s = "" if value is None else str(value)
+    return Text("".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in s))
+
+
+def _dims(shape) -> str:
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _print_description(info: dict, console: Console) -> None:
+    head = Table(show_header=False, box=None, pad_edge=False)
+    head.add_column(style="bold")
+    head.add_column()
+    opsets = ", ".join(f"{d} {v}" for d, v in info["opsets"].items())
+    rows = [
+        ("file", info["file"]),
+        ("size", f"{info['size_bytes']:,} bytes" + (f" (external data: {', '.join(info['external_data'])})"
+                                                    if info["external_data"] else "")),
+        ("sha256", info["sha256"]),
+        ("producer", f"{info['producer']['name']} {info['producer']['version']}".strip() or "unknown"),
+        ("IR version", str(info["ir_version"])),
+        ("opset", f"{opsets} (canonical {info['canonical_opset']})"),
+        ("parameters", f"{info['parameter_count']:,} ({info['parameter_bytes']:,} bytes)"),
+        ("nodes", str(info["node_count"])),
+    ]
+    if info["doc_string"]:
+        doc = info["doc_string"]
+        rows.append(("doc_string", doc if len(doc) <= 200 else doc[:200] + "…"))
+    rows += [(f"metadata {k}", v) for k, v in info["metadata"].items()]
+    rows += [("canonicalized", note) for note in info["canonicalization"]]
+    rows += [("shape fix", fix) for fix in info["shape_fixes"]]
+    rows.append(("verified", info["verification"]))
+    for key, value in rows:
+        head.add_row(_safe(key), _safe(value))
+    console.print(head)
+
+    inputs = Table(title="inputs", title_justify="left")
+    for col in ("name", "role", "dtype", "shape", "layout", "evidence"):
+        inputs.add_column(col)
+    for i in info["inputs"]:
+        inputs.add_row(_safe(i["name"]), i["role"], i["dtype"], _safe(_dims(i["shape"])),
+                       i.get("layout", ""), _safe(i.get("layout_evidence", "")))
+    console.print(inputs)
+
+    outputs = Table(title="outputs", title_justify="left")
+    for col in ("name", "dtype", "shape", "trailing activation", "logits tensor"):
+        outputs.add_column(col)
+    for o in info["outputs"]:
+        outputs.add_row(_safe(o["name"]), o["dtype"], _safe(_dims(o["shape"])),
+                        o["activation"] or "none", _safe(o["logits"] or ""))
+    console.print(outputs)
+
+    ops = Table(title="op types", title_justify="left")
+    ops.add_column("op")
+    ops.add_column("count", justify="right")
+    for op, n in info["op_histogram"].items():
+        ops.add_row(_safe(op), str(n))
+    console.print(ops)
+
+
+def _one_line(message: str) -> str:
+    return " ".join("".join(c if c.isprintable() else " " for c in message).split())
+
+
+def main() -> None:
+    """Console entry point: runs the app, turning errors into one line on stderr."""
+    try:
+        app()
+    except OnnxLensError as exc:
+        print(f"onnxlens: error: {_one_line(str(exc))}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except Exception as exc:  # the no-traceback contract covers our own bugs too
+        if os.environ.get("ONNXLENS_DEBUG"):
+            raise
+        print(f"onnxlens: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
+              "(set ONNXLENS_DEBUG=1 for a traceback)", file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Metrics over (engine, inputs, explanations): faithfulness, sanity, localization, robustness."""

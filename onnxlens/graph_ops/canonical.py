@@ -1,0 +1,169 @@
+"""Validation and the canonical form every later transform can rely on.
+
+Canonical form: local functions inlined; every weight an initializer (Constant nodes folded
+in, initializers no longer listed as graph inputs); the default-domain opset at least
+:data:`CANONICAL_OPSET`, with the ops whose signature changed rewritten; IR version within
+what ONNX Runtime loads; fresh shape inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+import onnx.inliner
+from onnx import numpy_helper
+
+from onnxlens.errors import (
+    CanonicalizationError,
+    InvalidModelError,
+    UnknownOperatorError,
+    UnsupportedOpsetError,
+    quote,
+)
+from onnxlens.graph_ops.opset_upgrade import CANONICAL_OPSET, UpgradeContext, upgrade_graph
+from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes
+
+MIN_SUPPORTED_OPSET = 11
+#: The newest default-domain opset and IR version that ONNX Runtime 1.31 loads.
+MAX_SUPPORTED_OPSET = 26
+MAX_IR_VERSION = 13
+#: Opset 18 needs IR version 8 or newer.
+_MIN_CANONICAL_IR = 8
+
+_KNOWN_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
+@dataclass(frozen=True)
+class CanonicalModel:
+    """A model in canonical form and what was changed to get there."""
+
+    model: onnx.ModelProto
+    original_opset: int
+    notes: tuple[str, ...]
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The model's opset for the default (``ai.onnx``) domain."""
+    for entry in model.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return entry.version
+    raise InvalidModelError("model imports no opset for the default ONNX domain")
+
+
+def validate_model(model: onnx.ModelProto, label: str = "model") -> None:
+    """Refuse a model whose opset is unsupported, whose ops ONNX does not define, or that the
+    ONNX checker rejects; each with one sentence naming the problem."""
+    opset = default_opset(model)
+    if not MIN_SUPPORTED_OPSET <= opset <= MAX_SUPPORTED_OPSET:
+        raise UnsupportedOpsetError(
+            f"{label} uses opset {opset}; supported opsets are {MIN_SUPPORTED_OPSET} to {MAX_SUPPORTED_OPSET}"
+        )
+    function_ops = {(f.domain, f.name) for f in model.functions}
+    unknown: dict[str, list[str]] = {}
+    for node in iter_nodes(model.graph):
+        if (node.domain, node.op_type) in function_ops:
+            continue
+        domain = node.domain or ""
+        known = domain in _KNOWN_DOMAINS and (
+            domain == "com.microsoft" or onnx.defs.has(node.op_type, "" if domain == "ai.onnx" else domain)
+        )
+        if not known:
+            key = f"{domain}::{node.op_type}" if domain else node.op_type
+            unknown.setdefault(key, []).append(node.name)
+    if unknown:
+        parts = [f"{quote(op)} (node {quote(names[0])}{' and others' if len(names) > 1 else ''})"
+                 for op, names in sorted(unknown.items())]
+        raise UnknownOperatorError(f"{label} uses op types unknown to ONNX: {', '.join(parts)}")
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise InvalidModelError(f"{label} fails the ONNX checker: {_first_line(exc)}") from None
+
+
+def canonicalize(model: onnx.ModelProto) -> CanonicalModel:
+    """Bring a validated model to canonical form (see the module docstring)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    notes: list[str] = []
+    if out.functions:
+        n = len(out.functions)
+        out = onnx.inliner.inline_local_functions(out)
+        del out.functions[:]
+        notes.append(f"inlined {n} local function(s)")
+
+    graph = out.graph
+    weights = {t.name for t in graph.initializer}
+    kept_inputs = [i for i in graph.input if i.name not in weights]
+    if len(kept_inputs) != len(graph.input):
+        notes.append(f"dropped {len(graph.input) - len(kept_inputs)} initializer(s) listed as graph inputs")
+        del graph.input[:]
+        graph.input.extend(kept_inputs)
+
+    folded = _constants_to_initializers(graph)
+    if folded:
+        notes.append(f"moved {folded} Constant node(s) into initializers")
+
+    opset = default_opset(out)
+    if opset < CANONICAL_OPSET:
+        ctx = UpgradeContext(out, opset, _ranks(out))
+        counts: dict[str, int] = {}
+        upgrade_graph(graph, ctx, counts)
+        graph.initializer.extend(ctx.new_initializers)
+        for entry in out.opset_import:
+            if entry.domain in ("", "ai.onnx"):
+                entry.version = CANONICAL_OPSET
+        rewritten = ", ".join(f"{op}×{n}" for op, n in sorted(counts.items()))
+        notes.append(f"opset {opset} → {CANONICAL_OPSET}" + (f" (rewrote {rewritten})" if rewritten else ""))
+
+    ir = min(max(out.ir_version, _MIN_CANONICAL_IR), MAX_IR_VERSION)
+    if ir != out.ir_version:
+        notes.append(f"IR version {out.ir_version} → {ir}")
+        out.ir_version = ir
+
+    del graph.value_info[:]
+    try:
+        out = onnx.shape_inference.infer_shapes(out)
+    except Exception as exc:  # shape inference is advisory: shapes are measured by running later
+        notes.append(f"ONNX shape inference failed ({_first_line(exc)}); shapes come from running the model")
+    try:
+        onnx.checker.check_model(out)
+    except onnx.checker.ValidationError as exc:
+        raise CanonicalizationError(
+            f"the model is not valid after rewriting it to opset {default_opset(out)}: {_first_line(exc)}"
+        ) from None
+    return CanonicalModel(model=out, original_opset=opset, notes=tuple(notes))
+
+
+def _constants_to_initializers(graph: onnx.GraphProto) -> int:
+    kept, moved = [], 0
+    for node in graph.node:
+        value = constant_node_array(node) if node.op_type == "Constant" and node.domain in ("", "ai.onnx") else None
+        if value is None:
+            kept.append(node)
+            continue
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        moved += 1
+    if moved:
+        del graph.node[:]
+        graph.node.extend(kept)
+    return moved
+
+
+def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:
+        inferred = model
+    g = inferred.graph
+    ranks = {}
+    for vi in (*g.input, *g.value_info, *g.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+    ranks.update({t.name: len(t.dims) for t in g.initializer})
+    return ranks
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,1 @@
+"""Prefect tasks and flows that chain explain → evaluate → report."""

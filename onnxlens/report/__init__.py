@@ -1,0 +1,1 @@
+"""HTML, PDF and JSON audit documents rendered from a run's results."""
