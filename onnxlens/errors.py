@@ -61,6 +61,14 @@ class CanonicalizationError(InvalidModelError):
     """The model could not be brought to onnxlens's canonical form."""
 
 
+class UnsupportedOperatorError(OnnxLensError):
+    """An op on the differentiated path has no backward rule."""
+
+    def __init__(self, message: str, missing: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.missing = missing  #: the op types without a rule
+
+
 class RuntimeFailure(OnnxLensError):
     """ONNX Runtime could not create a session for, or run, a model."""
 

@@ -39,10 +39,13 @@ def vi(name, shape, elem=TensorProto.FLOAT):
 
 
 def conv_classifier(layout="NCHW", constants_as_nodes=False, channels=3, size=8, classes=4, opset=13,
-                    softmax=False):
-    """Conv → Relu → GlobalAveragePool → Flatten → Gemm (→ Softmax), with the given input layout:
+                    softmax=False, seed=0):
+    """Conv → Relu → GlobalAveragePool → Flatten → Gemm (→ Softmax), weights drawn from ``seed``, with
+    the given input layout:
     NCHW, NHWC (Transpose after the input), NHWC-reshape (a Reshape moves a 1-channel last axis)."""
-    nodes, weights = [], [("w", f32(6, channels, 3, 3)), ("b", f32(6)), ("fc_w", f32(classes, 6)), ("fc_b", f32(classes))]
+    rng = np.random.default_rng(seed)
+    w = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    nodes, weights = [], [("w", w(6, channels, 3, 3)), ("b", w(6)), ("fc_w", w(classes, 6)), ("fc_b", w(classes))]
     if layout == "NCHW":
         shape, first = ["N", channels, size, size], "x"
     elif layout == "NHWC":

@@ -145,7 +145,7 @@ def _verify_and_measure(original, canonical, spec: ModelSpec):
         shapes[name] = tuple(dims)
     if any(isinstance(d, str) for d in spec.image_input.spatial):
         return canonical, shapes, (), verification + "; spatial size is symbolic, shapes not recorded"
-    model, fixes = _record_shapes(canonical, shapes)
+    model, fixes = record_shapes(canonical, shapes)
     return model, shapes, fixes, verification
 
 
@@ -166,7 +166,9 @@ def _compare_with_original(original, canonical, feeds, canonical_out) -> str:
     return "canonical form matches the original's outputs on a probe input"
 
 
-def _record_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]):
+def record_shapes(model: onnx.ModelProto, shapes: dict[str, tuple]) -> tuple[onnx.ModelProto, tuple[str, ...]]:
+    """Write measured shapes into a copy's value_info and outputs; returns it and the list of
+    tensors whose inferred shape disagreed."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     fixes = []

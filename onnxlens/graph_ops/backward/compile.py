@@ -1,0 +1,41 @@
+"""Build the forward + backward model a gradient method runs: canonicalize for
+differentiation, pick the score tensor, append the VJP."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import onnx
+
+from onnxlens.graph_ops.backward.overrides import RuleSet
+from onnxlens.graph_ops.backward.traversal import VjpModel, append_vjp
+from onnxlens.graph_ops.expose import expose
+from onnxlens.graph_ops.model_spec import ModelSpec
+from onnxlens.graph_ops.simplify import drop_noops, fold_batchnorm, score_tensor
+
+
+@dataclass(frozen=True)
+class GradientModel:
+    vjp: VjpModel
+    score: str  #: the explained tensor (a graph output of ``vjp.model``)
+    wrt: tuple[str, ...]
+
+
+def gradient_model(
+    model: onnx.ModelProto,
+    spec: ModelSpec,
+    *,
+    output: str | None = None,
+    probability: bool = False,
+    wrt: Sequence[str] | None = None,
+    rules: RuleSet | None = None,
+) -> GradientModel:
+    """The gradient of the score (the logit by default) of ``output`` w.r.t. the image input
+    and/or inner tensors ``wrt``, with BatchNorm folded and no-op nodes dropped first."""
+    simplified, _ = fold_batchnorm(model)
+    simplified, _ = drop_noops(simplified)
+    score = score_tensor(spec, output, probability)
+    targets = tuple(wrt) if wrt else (spec.image_input.name,)
+    vjp = append_vjp(expose(simplified, [score]), [score], targets, rules)
+    return GradientModel(vjp, score, targets)

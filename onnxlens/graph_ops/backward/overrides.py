@@ -1,0 +1,63 @@
+"""Rule overrides: a rule set replaces the default VJP rule on chosen nodes.
+
+Selection is by op type, by node name, by the name of a tensor the node produces, or by
+position (the first layer: the first Conv/Gemm/MatMul reached from the input in data-flow
+order). Guided Backprop, DeconvNet, LRP and DeepLIFT are rule sets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import onnx
+
+from onnxlens.graph_ops.backward.registry import Rule
+
+#: Ops that count as a "layer" for position-based selection.
+LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+Selector = Callable[[onnx.NodeProto, "SelectionContext"], bool]
+
+
+@dataclass(frozen=True)
+class SelectionContext:
+    first_layer: str | None  #: name of the first layer node on the differentiated path
+
+
+def by_op(*op_types: str) -> Selector:
+    return lambda node, _ctx: node.op_type in op_types
+
+
+def by_node(*names: str) -> Selector:
+    return lambda node, _ctx: node.name in names
+
+
+def by_tensor(*names: str) -> Selector:
+    return lambda node, _ctx: any(o in names for o in node.output)
+
+
+def first_layer() -> Selector:
+    return lambda node, ctx: ctx.first_layer is not None and node.name == ctx.first_layer
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """An ordered list of (selector, rule); the first matching entry wins over the default."""
+
+    entries: tuple[tuple[Selector, Rule], ...] = field(default=())
+    name: str = "custom"
+
+    def with_rule(self, selector: Selector, rule: Rule) -> RuleSet:
+        return RuleSet(self.entries + ((selector, rule),), self.name)
+
+    def resolve(self, node: onnx.NodeProto, ctx: SelectionContext) -> Rule | None:
+        for selector, rule in self.entries:
+            if selector(node, ctx):
+                return rule
+        return None
+
+
+def find_first_layer(nodes: Sequence[onnx.NodeProto]) -> str | None:
+    """The first layer node among ``nodes`` (given in topological order)."""
+    return next((n.name for n in nodes if n.op_type in LAYER_OPS), None)

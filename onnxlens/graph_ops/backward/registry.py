@@ -1,0 +1,103 @@
+"""The table of VJP rules: op type → a small pure function of (node, output cotangents).
+
+A rule receives a :class:`RuleContext` and returns one cotangent name (or None) per node
+input. It may only emit nodes through ``ctx.g`` and read facts through the context; it knows
+nothing of the traversal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnxlens.errors import InvalidModelError, UnsupportedOperatorError, quote
+from onnxlens.graph_ops.backward.emitter import Emitter, Shape
+from onnxlens.graph_ops.tensors import node_attr
+
+
+@dataclass
+class RuleContext:
+    node: onnx.NodeProto
+    cts: list[str | None]  #: cotangent of each node output (None: nothing flows back)
+    needs: list[bool]  #: whether each node input needs a cotangent
+    g: Emitter
+    shapes: dict[str, Shape]
+    constants: dict[str, np.ndarray]
+    elem_types: dict[str, int]  #: tensor → ONNX element type
+
+    @property
+    def inputs(self) -> Sequence[str]:
+        return self.node.input
+
+    @property
+    def outputs(self) -> Sequence[str]:
+        return self.node.output
+
+    @property
+    def ct(self) -> str | None:
+        """Cotangent of the first output."""
+        return self.cts[0]
+
+    def attr(self, name: str, default=None):
+        value = node_attr(self.node, name, default)
+        return value.decode() if isinstance(value, bytes) else value
+
+    def shape(self, tensor: str) -> Shape:
+        """Static shape of a tensor (the batch may be symbolic); an error if unknown."""
+        if tensor in self.constants:
+            return tuple(self.constants[tensor].shape)
+        shape = self.shapes.get(tensor)
+        if shape is None or any(d is None for d in shape):
+            raise InvalidModelError(
+                f"{self.node.op_type} node {quote(self.node.name)}: the shape of {quote(tensor)} is unknown; "
+                "import the model with onnxlens.import_model so shapes are measured"
+            )
+        return shape
+
+    def const(self, tensor: str) -> np.ndarray | None:
+        """The value of a constant input, or None when it is computed at run time."""
+        return self.constants.get(tensor)
+
+    def elem_type(self, tensor: str) -> int:
+        return self.elem_types.get(tensor, onnx.TensorProto.FLOAT)
+
+    def unsupported(self, why: str):
+        raise UnsupportedOperatorError(
+            f"{self.node.op_type} node {quote(self.node.name)} cannot be differentiated: {why}",
+            missing=(self.node.op_type,),
+        )
+
+    def forward_output(self, index: int, hint: str) -> str:
+        """Name of the forward node's output ``index``, asking the node for it if unused
+        (e.g. MaxPool's Indices)."""
+        while len(self.node.output) <= index:
+            self.node.output.append("")
+        if not self.node.output[index]:
+            self.node.output[index] = self.g.names(hint)
+        return self.node.output[index]
+
+    def require_const(self, index: int, what: str) -> np.ndarray:
+        value = self.const(self.inputs[index]) if index < len(self.inputs) and self.inputs[index] else None
+        if value is None:
+            raise InvalidModelError(
+                f"{self.node.op_type} node {quote(self.node.name)}: {what} must be a constant to differentiate"
+            )
+        return value
+
+
+Rule = Callable[[RuleContext], Sequence[str | None]]
+VJP_RULES: dict[str, Rule] = {}
+
+
+def vjp_rule(*op_types: str):
+    """Register a function as the default VJP rule of ``op_types``."""
+
+    def register(fn: Rule) -> Rule:
+        for op in op_types:
+            VJP_RULES[op] = fn
+        return fn
+
+    return register

@@ -1,0 +1,45 @@
+"""Reductions over axes. ReduceMax/ReduceMin share the cotangent evenly among tied extremes
+(as torch.amax/amin)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from onnxlens.graph_ops.backward.registry import vjp_rule
+
+
+def _axes(ctx) -> list[int]:
+    rank = len(ctx.shape(ctx.inputs[0]))
+    axes = ctx.require_const(1, "axes") if len(ctx.inputs) > 1 and ctx.inputs[1] else None
+    if axes is None or axes.size == 0:
+        if ctx.attr("noop_with_empty_axes", 0):
+            return []
+        return list(range(rank))
+    return sorted(int(a) % rank for a in np.atleast_1d(axes))
+
+
+def _kept(ctx, t, axes):
+    """``t`` (shaped like the output) with the reduced axes present as size 1."""
+    if ctx.attr("keepdims", 1) or not axes:
+        return t
+    return ctx.g.op("Unsqueeze", t, ctx.g.ints(axes, "axes"))
+
+
+@vjp_rule("ReduceSum", "ReduceMean")
+def reduce_sum_mean(ctx):
+    g, x = ctx.g, ctx.inputs[0]
+    axes = _axes(ctx)
+    ct = _kept(ctx, ctx.ct, axes)
+    if ctx.node.op_type == "ReduceMean" and axes:
+        count = int(np.prod([int(ctx.shape(x)[a]) for a in axes]))
+        ct = g.op("Mul", ct, g.const(1.0 / count))
+    return [g.op("Expand", ct, g.op("Shape", x)), None]
+
+
+@vjp_rule("ReduceMax", "ReduceMin")
+def reduce_extreme(ctx):
+    g, x = ctx.g, ctx.inputs[0]
+    axes = _axes(ctx)
+    hit = g.op("Cast", g.op("Equal", x, _kept(ctx, ctx.outputs[0], axes)), to=1)
+    ties = g.op("ReduceSum", hit, g.ints(axes, "axes"), keepdims=1) if axes else hit
+    return [g.op("Mul", g.op("Div", hit, ties), _kept(ctx, ctx.ct, axes)), None]

@@ -1,0 +1,133 @@
+"""Rewrites applied before differentiation: fold inference BatchNorm into the layer before it,
+drop no-op nodes, and pick the score tensor (the logit behind a trailing activation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxlens.graph_ops.model_spec import ModelSpec
+from onnxlens.graph_ops.tensors import constant_arrays, node_attr
+
+
+def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Fold every BatchNormalization that directly follows a Conv or Gemm with constant
+    weights (and is that layer's only consumer) into the layer; returns (model, folded count).
+    BatchNorms that cannot be folded exactly stay as their own affine op."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    consts = constant_arrays(graph)
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers[i] = consumers.get(i, 0) + 1
+    outputs = {o.name for o in graph.output}
+    inits = {t.name: t for t in graph.initializer}
+    drop, folded = set(), 0
+    for bn in graph.node:
+        if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
+            continue
+        layer = producers.get(bn.input[0])
+        params = [consts.get(name) for name in bn.input[1:5]]
+        if layer is None or layer.op_type not in ("Conv", "Gemm") or any(p is None for p in params):
+            continue
+        if consumers.get(bn.input[0], 0) != 1 or bn.input[0] in outputs or consumers.get(layer.input[1], 0) != 1:
+            continue
+        scale, shift, mean, var = (p.astype(np.float64) for p in params)
+        factor = scale / np.sqrt(var + node_attr(bn, "epsilon", 1e-5))
+        folded_layer = _fold_into(layer, factor, shift - mean * factor, consts)
+        if folded_layer is None:
+            continue
+        weight, bias = folded_layer
+        _set_initializer(graph, inits, layer.input[1], weight)
+        bias_name = layer.input[2] if len(layer.input) > 2 and layer.input[2] else f"{layer.input[1]}__folded_bias"
+        _set_initializer(graph, inits, bias_name, bias)
+        while len(layer.input) < 3:
+            layer.input.append("")
+        layer.input[2] = bias_name
+        if layer.op_type == "Gemm":
+            _set_attr(layer, "beta", 1.0)
+        layer.output[0] = bn.output[0]
+        drop.add(id(bn))
+        folded += 1
+    if folded:
+        kept = [n for n in graph.node if id(n) not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return out, folded
+
+
+def _fold_into(layer, factor, offset, consts):
+    weight = consts.get(layer.input[1])
+    if weight is None or (len(layer.input) > 2 and layer.input[2] and layer.input[2] not in consts):
+        return None
+    bias = consts[layer.input[2]].astype(np.float64) if len(layer.input) > 2 and layer.input[2] else 0.0
+    w = weight.astype(np.float64)
+    if layer.op_type == "Conv":
+        if w.shape[0] != factor.size:
+            return None
+        w = w * factor.reshape(-1, *([1] * (w.ndim - 1)))
+    else:
+        if node_attr(layer, "transA", 0) or w.ndim != 2:
+            return None
+        alpha, beta = node_attr(layer, "alpha", 1.0), node_attr(layer, "beta", 1.0)
+        w = w * factor[:, None] if node_attr(layer, "transB", 0) else w * factor[None, :]
+        bias = bias * beta
+        if alpha != 1.0:
+            return None
+    bias = np.broadcast_to(bias, factor.shape) * factor + offset
+    return w.astype(weight.dtype), bias.astype(weight.dtype)
+
+
+def _set_initializer(graph, inits, name, value):
+    tensor = numpy_helper.from_array(value, name)
+    if name in inits:
+        inits[name].CopyFrom(tensor)
+    else:
+        graph.initializer.append(tensor)
+        inits[name] = graph.initializer[-1]
+
+
+def _set_attr(node, name, value):
+    for attr in node.attribute:
+        if attr.name == name:
+            node.attribute.remove(attr)
+            break
+    node.attribute.append(helper.make_attribute(name, value))
+
+
+def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Remove Identity and (inference) Dropout nodes, wiring consumers to their input; one
+    whose output is a graph output stays (as Identity). Returns (model, removed count)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    outputs = {o.name for o in graph.output}
+    rename, kept, removed = {}, [], 0
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            node.input[i] = rename.get(name, name)
+        if node.op_type in ("Identity", "Dropout") and node.domain in ("", "ai.onnx"):
+            if node.output[0] not in outputs and not any(node.output[1:]):
+                rename[node.output[0]] = node.input[0]
+                removed += 1
+                continue
+            if node.op_type == "Dropout":
+                del node.input[1:]
+                del node.output[1:]
+                node.op_type = "Identity"
+        kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    return out, removed
+
+
+def score_tensor(spec: ModelSpec, output: str | None = None, probability: bool = False) -> str:
+    """The tensor to explain: by default the logits behind a trailing Softmax/LogSoftmax/
+    Sigmoid (probability gradients vanish when the model is confident); with
+    ``probability=True`` the output itself."""
+    out = spec.output(output)
+    return out.name if probability or out.logits is None else out.logits
