@@ -84,6 +84,13 @@ def _print_description(info: dict, console: Console) -> None:
     rows += [("canonicalized", note) for note in info["canonicalization"]]
     rows += [("shape fix", fix) for fix in info["shape_fixes"]]
     rows.append(("verified", info["verification"]))
+    backward = info["backward"]
+    if backward["supported"]:
+        rows.append(("backward", "supported (gradient methods available)"))
+    else:
+        missing = "; ".join(f"{op} ({', '.join(nodes[:3])}{', …' if len(nodes) > 3 else ''})"
+                            for op, nodes in backward["missing"].items())
+        rows.append(("backward", f"missing: {missing or backward['reason']} — forward-only methods still apply"))
     for key, value in rows:
         head.add_row(_safe(key), _safe(value))
     console.print(head)

@@ -33,6 +33,7 @@ def test_inspect_json_describes_shipped_model(path, cli):
     assert image["role"] == "image" and image["layout"] == "NCHW"
     assert info["parameter_count"] > 1000 and info["op_histogram"]["Conv"] >= 3
     assert "matches" in info["verification"] or "identical" in info["verification"]
+    assert info["backward"] == {"supported": True, "missing": {}, "reason": ""}
 
 
 def test_inspect_json_is_stable(cli):
@@ -92,3 +93,12 @@ def test_shapes_samples_carry_masks():
     marked = data["has_watermark"]
     assert marked.any() and (data["watermark_masks"].any(axis=(1, 2)) == marked).all()
     assert set(data["y"][marked]) == {list(data["classes"]).index(METRICS["shapes_cnn"]["watermark_class"])}
+
+
+def test_inspect_reports_missing_backward_rules(save, cli):
+    model = conv_classifier()
+    model.graph.node[1].op_type = "Sin"  # the activation: on the path from input to logits
+    info = json.loads(cli("inspect", save(model), "--json").stdout)
+    assert info["backward"]["supported"] is False and info["backward"]["missing"] == {"Sin": ["relu"]}
+    table = cli("inspect", save(model)).stdout
+    assert "missing: Sin (relu)" in table and "forward-only" in table

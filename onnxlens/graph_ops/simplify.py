@@ -27,7 +27,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     outputs = {o.name for o in graph.output}
     inits = {t.name: t for t in graph.initializer}
     drop, folded = set(), 0
-    for bn in graph.node:
+    for index, bn in enumerate(graph.node):
         if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
             continue
         layer = producers.get(bn.input[0])
@@ -51,10 +51,10 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if layer.op_type == "Gemm":
             _set_attr(layer, "beta", 1.0)
         layer.output[0] = bn.output[0]
-        drop.add(id(bn))
+        drop.add(index)  # positions: protobuf wrappers have no stable identity
         folded += 1
     if folded:
-        kept = [n for n in graph.node if id(n) not in drop]
+        kept = [n for i, n in enumerate(graph.node) if i not in drop]
         del graph.node[:]
         graph.node.extend(kept)
     return out, folded

@@ -13,9 +13,12 @@ from onnx import helper
 from onnxlens import __version__
 from onnxlens.errors import CanonicalizationError, OnnxLensError, RuntimeFailure, quote
 from onnxlens.graph_ops.canonical import canonicalize, default_opset, validate_model
+from onnxlens.graph_ops.backward import backward_coverage
 from onnxlens.graph_ops.expose import expose
+from onnxlens.graph_ops.fold_constants import fold_shape_computations
 from onnxlens.graph_ops.load import LoadedModel, load_model
 from onnxlens.graph_ops.model_spec import ModelSpec, model_spec
+from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.graph_ops.summary import summarize_graph
 from onnxlens.runtime.session import SessionConfig, create_session
 
@@ -70,7 +73,18 @@ class ImportedModel:
             "canonicalization": list(self.canonical_notes),
             "shape_fixes": list(self.shape_fixes),
             "verification": self.verification,
+            "backward": self.backward_support(),
         }
+
+    def backward_support(self) -> dict:
+        """Whether the default score of the first output differentiates w.r.t. the image
+        input, and which op types (with their nodes) lack a backward rule."""
+        score = score_tensor(self.spec)
+        try:
+            missing = backward_coverage(self.model, [score], [self.spec.image_input.name])
+        except OnnxLensError as exc:
+            return {"supported": False, "missing": {}, "reason": str(exc)}
+        return {"supported": not missing, "missing": missing, "reason": ""}
 
 
 def import_model(
@@ -146,6 +160,10 @@ def _verify_and_measure(original, canonical, spec: ModelSpec):
     if any(isinstance(d, str) for d in spec.image_input.spatial):
         return canonical, shapes, (), verification + "; spatial size is symbolic, shapes not recorded"
     model, fixes = record_shapes(canonical, shapes)
+    model, folded = fold_shape_computations(model)
+    if folded:
+        _compare_with_original(original, model, feeds, create_session(model, _PROBE_CONFIG).run(feeds))
+        verification += f"; {folded} shape computation node(s) folded into constants"
     return model, shapes, fixes, verification
 
 
