@@ -13,11 +13,35 @@ def conv(ctx):
     if ctx.needs[1] or (len(ctx.needs) > 2 and ctx.needs[2]):
         ctx.unsupported("weights or bias depend on the differentiated input")
     geo = window(ctx, ctx.shape(w)[2:])
+    weight = ctx.const(w)
+    if weight is not None and all(s == 1 for s in geo.strides):
+        dx = _stride1_adjoint(ctx, weight, geo)
+        if dx is not None:
+            return [dx]
     dx = ctx.g.conv_transpose_to(
         ctx.ct, w, ctx.shape(x)[2:], ctx.shape(ctx.outputs[0])[2:], geo.kernel, geo.strides,
         geo.dilations, geo.pads_begin, group=ctx.attr("group", 1),
     )
     return [dx]
+
+
+def _stride1_adjoint(ctx, weight, geo):
+    """A stride-1 convolution's adjoint is a convolution with the kernel flipped and its
+    in/out channels swapped per group; a plain Conv runs faster than ConvTranspose in ONNX
+    Runtime (it gets the blocked-layout kernels). None when the padding exceeds the kernel's
+    reach (the ConvTranspose form handles that)."""
+    group = ctx.attr("group", 1)
+    m, c_per_group = weight.shape[:2]
+    spatial = weight.shape[2:]
+    flipped = weight[(slice(None), slice(None)) + (slice(None, None, -1),) * len(spatial)]
+    grouped = flipped.reshape(group, m // group, c_per_group, *spatial).swapaxes(1, 2)
+    adjoint = grouped.reshape(group * c_per_group, m // group, *spatial)
+    reach = [d * (k - 1) for d, k in zip(geo.dilations, geo.kernel)]
+    pads = [r - p for r, p in zip(reach, geo.pads_begin)] + [r - p for r, p in zip(reach, geo.pads_end)]
+    if min(pads) < 0:
+        return None
+    return ctx.g.op("Conv", ctx.ct, ctx.g.const(adjoint, "adjoint_weight", weight.dtype), kernel_shape=list(spatial),
+                    dilations=list(geo.dilations), pads=pads, group=group)
 
 
 @vjp_rule("ConvTranspose")
