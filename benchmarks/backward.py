@@ -23,18 +23,13 @@ import torchvision
 from onnxlens import import_model
 from onnxlens.graph_ops.backward import gradient_model
 from onnxlens.runtime import SessionConfig, create_session
+from timing import timed  # benchmarks/timing.py
 
 
 def export(net, path: Path) -> None:
     x = torch.rand(1, 3, 224, 224)
     torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
                       output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

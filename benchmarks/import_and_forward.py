@@ -11,21 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from pathlib import Path
 
 import onnxruntime as ort
 
 from onnxlens import import_model
 from onnxlens.runtime import SessionConfig, create_session, probe_feeds
+from timing import timed  # benchmarks/timing.py
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ import zlib
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from onnx import helper
 
 from builders import make_model, vi
@@ -327,3 +329,19 @@ def test_cast_between_floats():
     nodes = [helper.make_node("Cast", ["x"], ["h"], to=10), helper.make_node("Cast", ["h"], ["y"], to=1)]
     # float16 rounding needs a wide step: the round trip is the identity up to 1e-3 relative
     check(make_model(nodes, [vi("x", [2, 3])], [vi("y", 2)]), W(2, 3), rtol=2e-2, eps=0.25)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    stride=st.integers(1, 3), dilation=st.integers(1, 2), kernel=st.integers(1, 4), groups=st.sampled_from([1, 2]),
+    pads=st.lists(st.integers(0, 2), min_size=4, max_size=4), size=st.tuples(st.integers(5, 11), st.integers(5, 11)),
+)
+def test_conv_property(stride, dilation, kernel, groups, pads, size):
+    """Any Conv geometry: the adjoint (flipped-kernel Conv or ConvTranspose) matches finite differences."""
+    if any(s + pads[i] + pads[i + 2] < dilation * (kernel - 1) + 1 for i, s in enumerate(size)):
+        return  # no output position
+    rng = np.random.default_rng(stride * 1000 + dilation * 100 + kernel * 10 + groups)
+    w = rng.standard_normal((4, 4 // groups, kernel, kernel)).astype(np.float32)
+    model = single("Conv", (1, 4, *size), 4, extra=["w"], weights=[("w", w)], strides=[stride, stride],
+                   dilations=[dilation, dilation], pads=pads, group=groups)
+    check(model, rng.standard_normal((1, 4, *size)).astype(np.float32))

@@ -87,8 +87,8 @@ def hard_sigmoid(ctx):
 def hard_swish(ctx):
     g, x = ctx.g, ctx.inputs[0]
     middle = g.op("Mul", ctx.ct, g.op("Add", g.op("Div", x, g.const(3.0)), g.const(0.5)))
-    upper = g.op("Where", g.op("LessOrEqual", x, g.const(3.0)), middle, ctx.ct)
-    return [g.op("Where", g.op("Less", x, g.const(-3.0)), g.const(0.0), upper)]
+    upper = g.op("Where", g.op("Less", x, g.const(3.0)), middle, ctx.ct)
+    return [g.op("Where", g.op("LessOrEqual", x, g.const(-3.0)), g.const(0.0), upper)]
 
 
 @vjp_rule("Clip")
