@@ -51,6 +51,106 @@ def inspect(
         _print_description(info, Console(width=max(100, Console().width), highlight=False))
 
 
+def _parse_params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OnnxLensError(f"--param takes key=value, got {pair!r}")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def _floats(text: Optional[str]) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise OnnxLensError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Argument(help="Path to an .onnx file.")],
+    input: Annotated[Path, typer.Option("--input", help=".npy shaped for the model, an image, or a folder of images.")],
+    method: Annotated[str, typer.Option(help="Method name, e.g. gradient, integrated_gradients.")] = "gradient",
+    out: Annotated[Path, typer.Option(help="Output: .npz (arrays) or .png (overlay); a folder for a folder input.")] = Path("explanation.png"),
+    target: Annotated[Optional[int], typer.Option(help="Class to explain (default: the predicted class).")] = None,
+    layer: Annotated[Optional[str], typer.Option(help="Tensor name for layer methods.")] = None,
+    param: Annotated[list[str], typer.Option(help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
+    colormap: Annotated[str, typer.Option(help="Matplotlib colormap of .png overlays.")] = "jet",
+    fmt: Annotated[str, typer.Option("--format", help="Per-image output for a folder input: png or npz.")] = "png",
+    mean: Annotated[Optional[str], typer.Option(help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Images: per-channel std.")] = None,
+    channel_order: Annotated[str, typer.Option(help="Images: rgb or bgr.")] = "rgb",
+    value_range: Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")] = "0-1",
+    layout: Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Explain a model's prediction for an input array, an image or a folder of images."""
+    import numpy as np
+    from rich.progress import track
+
+    from onnxlens.methods import Explainer
+    from onnxlens.methods.registry import coerce_params, method_info
+    from onnxlens.pipelines.images import Preprocessing, list_images, load_image
+    from onnxlens.report.overlay import save_overlay
+
+    params = _parse_params(param)
+    if layer is not None:
+        params["layer"] = layer
+    coerce_params(method_info(method), params)  # fail on a bad name before the model loads
+    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
+    spec = explainer.model.spec.image_input
+    prep = Preprocessing(_floats(mean), _floats(std), channel_order, value_range)
+
+    def write(path: Path, row: np.ndarray, explanation) -> None:
+        if path.suffix == ".npz":
+            explanation.save_npz(path)
+        elif path.suffix == ".png":
+            from onnxlens.pipelines.images import displayable
+
+            save_overlay(path, displayable(row, spec.layout), explanation.heatmap[0], colormap)
+        else:
+            raise OnnxLensError(f"--out must end in .npz or .png, got {str(path)!r}")
+
+    if input.is_dir():
+        images = list_images(input)
+        if not images:
+            raise OnnxLensError(f"no images found in {str(input)!r}")
+        if fmt not in ("png", "npz"):
+            raise OnnxLensError(f"--format must be png or npz, got {fmt!r}")
+        out.mkdir(parents=True, exist_ok=True)
+        failed = []
+        for path in track(images, description=f"{method}", console=Console(stderr=True), transient=True):
+            try:
+                row = load_image(path, spec, prep)
+                write(out / f"{path.relative_to(input).with_suffix('').as_posix().replace('/', '__')}.{fmt}",
+                      row, explainer.explain(row[None], method, target, **params))
+            except OnnxLensError as exc:
+                failed.append(f"{path.name}: {exc}")
+        typer.echo(f"wrote {len(images) - len(failed)} explanation(s) to {out}")
+        if failed:
+            raise OnnxLensError(f"{len(failed)} of {len(images)} image(s) failed; first: {failed[0]}")
+        return
+    if not input.exists():
+        raise OnnxLensError(f"input {str(input)!r} does not exist")
+    if input.suffix.lower() == ".npy":
+        try:
+            x = np.load(input, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise OnnxLensError(f"cannot read {str(input)!r} as a .npy array: {exc}") from None
+    else:
+        x = load_image(input, spec, prep)
+    batch = explainer.engine.check_input(x)
+    explanation = explainer.explain(batch, method, target, **params)
+    if len(batch) > 1 and out.suffix == ".png":
+        raise OnnxLensError("a .png overlay shows one input; use .npz for a batch")
+    write(out, batch[0], explanation)
+    typer.echo(f"{method}: class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")
+
+
 def _safe(value) -> Text:
     """Untrusted model text for the terminal: no markup, control characters escaped."""
     s = "" if value is None else str(value)

@@ -77,6 +77,10 @@ class DeviceUnavailableError(RuntimeFailure):
     """The requested device (e.g. CUDA) is not available on this machine."""
 
 
+class ImageReadError(OnnxLensError):
+    """An input image file could not be read or decoded."""
+
+
 class InputShapeError(OnnxLensError):
     """An array given to a model does not match the model's input."""
 

@@ -1,1 +1,8 @@
 """Explanation methods over an engine (forward, vjp), one module per family, registered by name."""
+
+from onnxlens.methods import gradients  # noqa: F401  (registers the gradient family)
+from onnxlens.methods.explainer import Explainer
+from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.registry import METHODS, MethodError, run_method
+
+__all__ = ["METHODS", "Explainer", "Explanation", "MethodError", "run_method"]

@@ -1,0 +1,31 @@
+"""``Explainer``: the Python entry point — one model, any method, compiled graphs cached."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.registry import run_method
+from onnxlens.runtime.engine import Engine
+from onnxlens.runtime.model_import import ImportedModel, import_model
+from onnxlens.runtime.session import SessionConfig
+
+
+class Explainer:
+    """Explain a model's predictions::
+
+        explainer = Explainer("models/digits_cnn.onnx")
+        e = explainer.explain(x, method="integrated_gradients", steps=32)
+
+    ``x`` is one input (without batch axis) or a batch, shaped and laid out as the model takes it.
+    """
+
+    def __init__(self, model: str | os.PathLike | bytes | ImportedModel, device: str = "auto",
+                 threads: int | None = None, layout: str | None = None, batch_size: int | None = None):
+        self.model = model if isinstance(model, ImportedModel) else import_model(model, layout=layout)
+        self.engine = Engine(self.model, SessionConfig(device=device, threads=threads), batch_size=batch_size)
+
+    def explain(self, x: np.ndarray, method: str = "gradient", target=None, **params) -> Explanation:
+        return run_method(method, self.engine, x, target, **params)

@@ -1,0 +1,102 @@
+"""Methods by snake_case name, all with one signature: ``fn(engine, x, target, **params)``."""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxlens.errors import OnnxLensError, quote
+from onnxlens.methods.explanation import Explanation
+
+
+class MethodError(OnnxLensError):
+    """An unknown method, an unknown parameter, or a parameter value that does not fit."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    fn: Callable[..., Explanation]
+    defaults: dict  #: parameter → default value
+    summary: str
+
+
+METHODS: dict[str, MethodInfo] = {}
+
+
+def method(name: str):
+    """Register ``fn(engine, x, target, *, params…) -> Explanation`` under ``name``."""
+
+    def register(fn):
+        params = list(inspect.signature(fn).parameters.values())[3:]
+        defaults = {p.name: p.default for p in params}
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METHODS[name] = MethodInfo(name, fn, defaults, summary)
+        return fn
+
+    return register
+
+
+def method_info(name: str) -> MethodInfo:
+    if name not in METHODS:
+        raise MethodError(f"unknown method {quote(name)}; available: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def coerce_params(info: MethodInfo, raw: dict) -> dict:
+    """Check parameter names and turn command-line strings into the defaults' types."""
+    unknown = sorted(set(raw) - set(info.defaults))
+    if unknown:
+        accepted = ", ".join(sorted(info.defaults)) or "none"
+        raise MethodError(f"method {quote(info.name)} has no parameter {', '.join(map(quote, unknown))}; "
+                          f"its parameters: {accepted}")
+    out = {}
+    for key, value in raw.items():
+        default = info.defaults[key]
+        if not isinstance(value, str) or isinstance(default, str) or default is None:
+            out[key] = value
+            continue
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                out[key] = value.lower() in ("true", "1", "yes")
+            elif isinstance(default, int):
+                out[key] = int(value)
+            elif isinstance(default, float):
+                out[key] = float(value)
+            else:
+                out[key] = value
+        except ValueError:
+            raise MethodError(f"parameter {quote(key)} of {quote(info.name)} takes a "
+                              f"{type(default).__name__}, got {quote(value)}") from None
+    return out
+
+
+def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Explanation:
+    """Explain ``x`` (a batch) with method ``name``; ``target`` defaults to the arg-max class."""
+    info = method_info(name)
+    params = coerce_params(info, params)
+    x = engine.check_input(x)
+    start = time.perf_counter()
+    target = resolve_targets(engine, x, target)
+    explanation = info.fn(engine, x, target, **params)
+    explanation.timings.setdefault("total", time.perf_counter() - start)
+    explanation.params = {**info.defaults, **params, **explanation.params}
+    return explanation
+
+
+def resolve_targets(engine, x: np.ndarray, target) -> np.ndarray:
+    """One class index per row: the given int (or per-row ints), else the arg-max of the score."""
+    classes = engine.spec.output().shape[-1] if engine.spec.output().shape else None
+    if target is None:
+        scores = engine.forward(x)[engine.score_name()]
+        return scores.reshape(len(x), -1).argmax(axis=1)
+    target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(x),)).copy()
+    if isinstance(classes, int) and ((target < 0) | (target >= classes)).any():
+        raise MethodError(f"target must be a class index in 0..{classes - 1}, got {target.tolist()}")
+    return target

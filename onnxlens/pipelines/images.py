@@ -1,0 +1,68 @@
+"""Turn image files into model-ready arrays (and back into displayable pictures)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from onnxlens.errors import ImageReadError, quote
+from onnxlens.graph_ops.model_spec import InputSpec
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an image becomes a model input: resized to the model's size (bilinear), scaled to
+    ``value_range`` ("0-1" or "0-255"), then (x − mean) / std per channel, in ``channel_order``."""
+
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    channel_order: str = "rgb"
+    value_range: str = "0-1"
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursive), in a stable order."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def load_image(path: Path, spec: InputSpec, prep: Preprocessing = Preprocessing()) -> np.ndarray:
+    """One input row (no batch axis) in the model's layout; ImageReadError if unreadable."""
+    channels = spec.channels if isinstance(spec.channels, int) else 3
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            h, w = spec.spatial
+            if isinstance(h, int) and isinstance(w, int) and img.size != (w, h):
+                img = img.resize((w, h), Image.BILINEAR)
+            pixels = np.asarray(img, dtype=np.float32)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise ImageReadError(f"cannot read image {quote(str(path))}: {exc}") from None
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    if prep.channel_order == "bgr":
+        pixels = pixels[..., ::-1]
+    if prep.value_range == "0-1":
+        pixels = pixels / 255.0
+    elif prep.value_range != "0-255":
+        raise ImageReadError(f"value_range must be '0-1' or '0-255', got {quote(prep.value_range)}")
+    if prep.mean is not None:
+        pixels = pixels - np.asarray(prep.mean, np.float32)
+    if prep.std is not None:
+        pixels = pixels / np.asarray(prep.std, np.float32)
+    row = pixels if spec.layout == "NHWC" else pixels.transpose(2, 0, 1)
+    return np.ascontiguousarray(row, dtype=np.float32)
+
+
+def displayable(row: np.ndarray, layout: str) -> np.ndarray:
+    """An input row as an H×W×3 picture in [0, 1] (min–max scaled: preprocessing unknown)."""
+    hwc = row if layout == "NHWC" else np.moveaxis(row, 0, -1)
+    if hwc.shape[-1] == 1:
+        hwc = np.repeat(hwc, 3, axis=-1)
+    hwc = hwc[..., :3].astype(np.float64)
+    lo, hi = hwc.min(), hwc.max()
+    return (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)

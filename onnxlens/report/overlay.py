@@ -1,0 +1,45 @@
+"""Heatmap overlays: the picture and the picture under a colormapped heatmap, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image
+
+from onnxlens.errors import OnnxLensError, quote
+
+
+def normalize(heatmap: np.ndarray) -> np.ndarray:
+    """Min–max scale to [0, 1] (a constant map becomes zeros)."""
+    lo, hi = float(np.min(heatmap)), float(np.max(heatmap))
+    return (heatmap - lo) / (hi - lo) if hi > lo else np.zeros_like(heatmap, dtype=np.float64)
+
+
+def overlay(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+    """``picture`` (H×W×3 in [0, 1]) blended with the colormapped magnitude of the heatmap
+    (signed maps show |value|, as Captum's default visualization), as uint8 H×2W×3: the
+    original on the left, the overlay on the right."""
+    try:
+        cmap = matplotlib.colormaps[colormap]
+    except KeyError:
+        raise OnnxLensError(f"unknown colormap {quote(colormap)}; any matplotlib colormap name works (e.g. jet, viridis)") from None
+    h, w = picture.shape[:2]
+    heat = normalize(np.abs(heatmap))
+    if heat.shape != (h, w):
+        heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize((w, h), Image.BILINEAR))
+    colored = cmap(np.clip(heat, 0, 1))[..., :3]
+    blended = (1 - alpha) * picture + alpha * colored
+    both = np.concatenate([picture, blended], axis=1)
+    return (np.clip(both, 0, 1) * 255).round().astype(np.uint8)
+
+
+def save_overlay(path: str | Path, picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet",
+                 scale: int | None = None) -> None:
+    """Write the side-by-side overlay as PNG, enlarged (nearest) so small inputs stay visible."""
+    image = Image.fromarray(overlay(picture, heatmap, colormap))
+    factor = scale or max(1, 256 // max(picture.shape[:2]))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    image.save(path)

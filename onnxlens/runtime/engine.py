@@ -1,0 +1,119 @@
+"""The engine methods run on: forward passes and vector-Jacobian products of one imported
+model, each compiled graph built once and cached, inputs split into memory-sized batches."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnxlens.errors import InputShapeError, quote
+from onnxlens.graph_ops.backward import RuleSet, grad_name, gradient_model, seed_name
+from onnxlens.graph_ops.expose import expose
+from onnxlens.graph_ops.simplify import score_tensor
+from onnxlens.runtime.cache import CompiledGraphCache
+from onnxlens.runtime.model_import import ImportedModel
+from onnxlens.runtime.session import Session, SessionConfig
+
+#: Rows per session run are chosen so that one batch of inputs holds about this many floats.
+BATCH_BUDGET_FLOATS = 1 << 23
+
+
+@dataclass(frozen=True)
+class VjpResult:
+    scores: np.ndarray  #: the explained tensor (logits by default), one row per input
+    grads: dict[str, np.ndarray]  #: wrt tensor → cotangent, one row per input
+
+
+class Engine:
+    """``forward`` and ``vjp`` over one model; compiled graphs are shared through ``cache``."""
+
+    def __init__(self, model: ImportedModel, config: SessionConfig | None = None,
+                 cache: CompiledGraphCache | None = None, batch_size: int | None = None):
+        self.model = model
+        self.spec = model.spec
+        self.config = config or SessionConfig()
+        self.cache = cache or CompiledGraphCache()
+        image = self.spec.image_input
+        self.row_shape = tuple(image.shape[1:])
+        fixed = image.shape[0] if isinstance(image.shape[0], int) else None
+        per_row = int(np.prod([d if isinstance(d, int) else 224 for d in self.row_shape]))
+        self.batch_size = fixed or batch_size or max(1, min(64, BATCH_BUDGET_FLOATS // per_row))
+        self._fixed_batch = fixed
+
+    @property
+    def input_name(self) -> str:
+        return self.spec.image_input.name
+
+    def check_input(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as a float32 batch shaped for the model, or a clear error."""
+        x = np.asarray(x)
+        if x.ndim == len(self.row_shape):
+            x = x[None]
+        expected = (None, *self.row_shape)
+        if x.ndim != len(expected) or any(isinstance(e, int) and e != d for e, d in zip(expected[1:], x.shape[1:])):
+            shown = ", ".join("N" if e is None else str(e) for e in expected)
+            raise InputShapeError(
+                f"input has shape {tuple(x.shape)}; the model's input {quote(self.input_name)} "
+                f"takes [{shown}] ({self.spec.image_input.layout})"
+            )
+        return x.astype(np.float32, copy=False)
+
+    def score_name(self, probability: bool = False, output: str | None = None) -> str:
+        return score_tensor(self.spec, output, probability)
+
+    def one_hot(self, target: np.ndarray, probability: bool = False, output: str | None = None) -> np.ndarray:
+        """Seed cotangents selecting class ``target[i]`` of the score in row i."""
+        name = self.score_name(probability, output)
+        row = self.model.measured_shapes.get(name, self.spec.output(output).shape)[1:]
+        if len(row) != 1 or not isinstance(row[0], int):
+            raise InputShapeError(f"the score tensor {quote(name)} is not one vector of class scores per row")
+        seed = np.zeros((len(target), row[0]), np.float32)
+        seed[np.arange(len(target)), target] = 1.0
+        return seed
+
+    @property
+    def channel_axis(self) -> int:
+        """The channel axis of an input batch: 1 (NCHW) or 3 (NHWC)."""
+        return 1 if self.spec.image_input.layout == "NCHW" else 3
+
+    def forward(self, x: np.ndarray, tensors: Sequence[str] = ()) -> dict[str, np.ndarray]:
+        """Run the model; returns its outputs, the default score tensor (the logits behind a
+        trailing activation) and the inner ``tensors`` asked for."""
+        x = self.check_input(x)
+        names = tuple(sorted(set(tensors) | {self.score_name()}))
+        session = self.cache.get(self.model.sha256, {"kind": "forward", "expose": names},
+                                 lambda: expose(self.model.model, names), self.config)
+        return self._batched(session, x, {})
+
+    def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
+            rules: RuleSet | None = None, probability: bool = False, output: str | None = None) -> VjpResult:
+        """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input)."""
+        x = self.check_input(x)
+        wrt = tuple(wrt) if wrt else (self.input_name,)
+        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None,
+                "probability": probability, "output": output}
+
+        def build():
+            return gradient_model(self.model.model, self.spec, output=output, probability=probability,
+                                  wrt=wrt, rules=rules).vjp.model
+
+        session = self.cache.get(self.model.sha256, spec, build, self.config)
+        score = self.score_name(probability, output)
+        seed = np.asarray(seed, dtype=np.float32)
+        if seed.shape[0] != x.shape[0]:
+            raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
+        out = self._batched(session, x, {seed_name(score): seed})
+        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt})
+
+    def _batched(self, session: Session, x: np.ndarray, per_row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        chunks: dict[str, list[np.ndarray]] = {}
+        for start in range(0, x.shape[0], self.batch_size):
+            stop = start + self.batch_size
+            feeds = {self.input_name: x[start:stop], **{k: v[start:stop] for k, v in per_row.items()}}
+            if self._fixed_batch and feeds[self.input_name].shape[0] < self._fixed_batch:
+                raise InputShapeError(f"the model takes batches of exactly {self._fixed_batch}")
+            for name, value in session.run(feeds).items():
+                chunks.setdefault(name, []).append(value)
+        return {name: np.concatenate(parts) for name, parts in chunks.items()}

@@ -1,0 +1,203 @@
+"""Gradient-family methods through the Python API and the command line."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import MODELS
+from onnxlens import Explainer, errors
+from onnxlens.methods import METHODS, MethodError
+from onnxlens.methods.gradients import quadrature
+
+GRADIENT_FAMILY = ["gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "smoothgrad_squared",
+                   "vargrad", "guided_backprop", "deconvnet"]
+SHAPES = np.load(MODELS / "samples" / "shapes" / "test.npz")
+DIGITS = np.load(MODELS / "samples" / "digits" / "test.npz")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
+
+
+def test_registry_lists_the_gradient_family():
+    assert set(GRADIENT_FAMILY) <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", GRADIENT_FAMILY)
+@pytest.mark.parametrize("which", ["shapes", "digits"])
+def test_every_method_runs_on_every_shipped_model(method, which, shapes, digits):
+    explainer, data = (shapes, SHAPES) if which == "shapes" else (digits, DIGITS)
+    x = data["x"][:3]
+    params = {"samples": 4} if method in ("smoothgrad", "smoothgrad_squared", "vargrad") else {}
+    e = explainer.explain(x, method, **params)
+    assert e.attribution.shape == x.shape and e.heatmap.shape == (3, *x.shape[2:])
+    assert np.isfinite(e.attribution).all() and np.abs(e.attribution).sum() > 0
+    assert e.method == method and e.target.shape == (3,) and e.score.shape == (3,)
+    predicted = explainer.engine.forward(x)[explainer.engine.score_name()].argmax(axis=1)
+    np.testing.assert_array_equal(e.target, predicted)
+
+
+def test_single_input_without_batch_axis(digits):
+    e = digits.explain(DIGITS["x"][0], "gradient", target=3)
+    assert e.attribution.shape == (1, 1, 32, 32) and e.target.tolist() == [3]
+
+
+def test_wrong_shape_is_a_clear_error(digits):
+    with pytest.raises(errors.InputShapeError, match=r"takes \[N, 1, 32, 32\]"):
+        digits.explain(np.zeros((2, 3, 32, 32), np.float32), "gradient")
+
+
+def test_bad_target_method_and_parameter(digits):
+    x = DIGITS["x"][:1]
+    with pytest.raises(MethodError, match="class index in 0..9"):
+        digits.explain(x, "gradient", target=10)
+    with pytest.raises(MethodError, match="unknown method 'gradcamm'; available: .*gradient"):
+        digits.explain(x, "gradcamm")
+    with pytest.raises(MethodError, match="has no parameter 'stepz'; its parameters: .*steps"):
+        digits.explain(x, "integrated_gradients", stepz=3)
+    with pytest.raises(MethodError, match="takes a int, got 'many'"):
+        digits.explain(x, "integrated_gradients", steps="many")
+
+
+def test_input_x_gradient_is_input_times_gradient(digits):
+    x = DIGITS["x"][:2]
+    g = digits.explain(x, "gradient").attribution
+    np.testing.assert_allclose(digits.explain(x, "input_x_gradient").attribution, x * g, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
+                                  "riemann_trapezoid"])
+def test_quadrature_weights_integrate_polynomials(rule):
+    alphas, weights = quadrature(rule, 64)
+    total = 63 / 64 if rule == "riemann_trapezoid" else 1.0  # Captum's trapezoid steps by 1/n
+    assert weights.sum() == pytest.approx(total) and alphas.min() >= 0 and alphas.max() <= 1
+    assert (weights * alphas).sum() == pytest.approx(0.5 * total, abs=1e-2)
+
+
+def test_integrated_gradients_completeness_gap_shrinks(digits):
+    x = DIGITS["x"][:2]
+    gaps = [digits.explain(x, "integrated_gradients", steps=s, quadrature_rule="riemann_right")
+            .diagnostics["completeness_gap"].mean() for s in (4, 16, 64)]
+    assert gaps[0] > gaps[1] > gaps[2]
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur", "uniform"])
+def test_integrated_gradients_baselines(baseline, digits):
+    x = DIGITS["x"][:2]
+    e = digits.explain(x, "integrated_gradients", baseline=baseline, steps=32)
+    total = e.attribution.reshape(2, -1).sum(axis=1)
+    expected = e.score - e.diagnostics["baseline_score"]
+    np.testing.assert_allclose(total, expected, rtol=0.05, atol=0.05 * np.abs(expected).max())
+
+
+def test_integrated_gradients_array_baseline_equal_to_input_gives_zero(digits):
+    x = DIGITS["x"][:1]
+    e = digits.explain(x, "integrated_gradients", baseline=x.copy(), steps=8)
+    assert np.abs(e.attribution).max() == 0
+
+
+def test_smoothgrad_is_seeded(shapes):
+    x = SHAPES["x"][:2]
+    a = shapes.explain(x, "smoothgrad", samples=6, seed=3).attribution
+    b = shapes.explain(x, "smoothgrad", samples=6, seed=3).attribution
+    c = shapes.explain(x, "smoothgrad", samples=6, seed=4).attribution
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_smoothgrad_with_given_noise_is_the_mean_of_gradients(digits):
+    x = DIGITS["x"][:2]
+    noise = np.random.default_rng(0).normal(0, 0.1, (3, *x.shape)).astype(np.float32)
+    e = digits.explain(x, "smoothgrad", noise=noise)
+    target = e.target
+    expected = np.mean([digits.explain(x + n, "gradient", target=target).attribution for n in noise], axis=0)
+    np.testing.assert_allclose(e.attribution, expected, rtol=1e-5, atol=1e-7)
+    var = digits.explain(x, "vargrad", noise=noise).attribution
+    grads = np.stack([digits.explain(x + n, "gradient", target=target).attribution for n in noise])
+    np.testing.assert_allclose(var, grads.var(axis=0), rtol=1e-4, atol=1e-9)
+
+
+def test_probability_gradient_saturates_on_a_confident_sample(shapes):
+    """Seed 000's saturation pitfall: through a confident softmax the gradient nearly vanishes."""
+    x = SHAPES["x"]
+    probs = shapes.engine.forward(x)["probabilities"]
+    confident = x[[int(probs.max(axis=1).argmax())]]
+    logit = shapes.explain(confident, "gradient").attribution
+    prob = shapes.explain(confident, "gradient", probability=True).attribution
+    assert probs.max() > 0.999
+    assert np.linalg.norm(prob) < 1e-2 * np.linalg.norm(logit)
+
+
+def test_guided_backprop_and_deconvnet_differ_from_the_gradient(digits):
+    x = DIGITS["x"][:2]
+    g = digits.explain(x, "gradient").attribution
+    gb = digits.explain(x, "guided_backprop").attribution
+    dc = digits.explain(x, "deconvnet").attribution
+    assert not np.allclose(g, gb) and not np.allclose(g, dc) and not np.allclose(gb, dc)
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_explain_npy_to_npz(tmp_path, cli):
+    np.save(tmp_path / "x.npy", DIGITS["x"][:2])
+    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--method",
+                 "integrated_gradients", "--param", "steps=8", "--out", tmp_path / "e.npz")
+    assert result.returncode == 0, result.stderr
+    saved = np.load(tmp_path / "e.npz")
+    assert saved["attribution"].shape == (2, 1, 32, 32) and saved["heatmap"].shape == (2, 32, 32)
+    assert saved["target"].shape == (2,) and saved["score"].shape == (2,)
+
+
+def test_cli_explain_image_to_png_overlay(tmp_path, cli):
+    result = cli("explain", MODELS / "shapes_cnn.onnx", "--input", MODELS / "samples/shapes/000_square.png",
+                 "--method", "gradient", "--target", "1", "--colormap", "viridis", "--out", tmp_path / "o.png")
+    assert result.returncode == 0, result.stderr
+    from PIL import Image
+
+    assert Image.open(tmp_path / "o.png").size == (512, 256)
+
+
+def test_cli_folder_keeps_going_past_a_bad_image(tmp_path, cli):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("000_square.png", "001_triangle.png"):
+        (folder / name).write_bytes((MODELS / "samples/shapes" / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = cli("explain", MODELS / "shapes_cnn.onnx", "--input", folder, "--method", "gradient",
+                 "--format", "npz", "--out", tmp_path / "out")
+    assert result.returncode == 1
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000_square.npz", "001_triangle.npz"]
+    assert len(result.stderr.strip().splitlines()) == 1 and "broken.png" in result.stderr
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--method", "nope"], "unknown method 'nope'"),
+    (["--param", "stepz=3", "--method", "integrated_gradients"], "has no parameter 'stepz'"),
+    (["--param", "steps"], "--param takes key=value"),
+    (["--layer", "t"], "has no parameter 'layer'"),
+])
+def test_cli_explain_errors_are_one_line(args, phrase, tmp_path, cli):
+    np.save(tmp_path / "x.npy", DIGITS["x"][:1])
+    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz", *args)
+    assert result.returncode == 1 and phrase in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cli_explain_wrong_npy_shape(tmp_path, cli):
+    np.save(tmp_path / "x.npy", np.zeros((1, 3, 32, 32), np.float32))
+    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz")
+    assert result.returncode == 1 and "takes [N, 1, 32, 32]" in result.stderr
+
+
+def test_explanation_params_are_recorded(digits):
+    e = digits.explain(DIGITS["x"][:1], "integrated_gradients", steps=8)
+    assert e.params["steps"] == 8 and e.params["quadrature_rule"] == "gausslegendre"
+    json.dumps({k: v for k, v in e.params.items() if not isinstance(v, np.ndarray)})
