@@ -40,11 +40,20 @@ def inspect(
     max_size: Annotated[
         Optional[int], typer.Option(help="Refuse models larger than this many bytes (with external data).")
     ] = None,
+    layers: Annotated[bool, typer.Option("--layers", help="Also list candidate layers for CAM-style methods.")] = False,
 ) -> None:
     """Load, validate and describe a model: inputs and layout, outputs, ops, parameters."""
     from onnxlens.runtime.model_import import import_model
 
-    info = import_model(model, layout=layout.upper() if layout else None, max_bytes=max_size).describe()
+    imported = import_model(model, layout=layout.upper() if layout else None, max_bytes=max_size)
+    info = imported.describe()
+    if layers:
+        from onnxlens.runtime.engine import Engine
+        from onnxlens.runtime.session import SessionConfig
+
+        candidates = Engine(imported, SessionConfig(device="cpu")).layers()
+        info["layers"] = [{"name": n, "shape": list(shape), "default": i == len(candidates) - 1}
+                          for i, (n, shape) in enumerate(candidates)]
     if as_json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=True))
     else:
@@ -210,6 +219,14 @@ def _print_description(info: dict, console: Console) -> None:
         outputs.add_row(_safe(o["name"]), o["dtype"], _safe(_dims(o["shape"])),
                         o["activation"] or "none", _safe(o["logits"] or ""))
     console.print(outputs)
+
+    if "layers" in info:
+        table = Table(title="layers (for --layer; the last is the default)", title_justify="left")
+        for col in ("tensor", "shape", ""):
+            table.add_column(col)
+        for layer in info["layers"]:
+            table.add_row(_safe(layer["name"]), _safe(_dims(layer["shape"])), "default" if layer["default"] else "")
+        console.print(table)
 
     ops = Table(title="op types", title_justify="left")
     ops.add_column("op")

@@ -12,6 +12,7 @@ from onnxlens.methods.gradients import quadrature
 
 GRADIENT_FAMILY = ["gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "smoothgrad_squared",
                    "vargrad", "guided_backprop", "deconvnet"]
+CAM_FAMILY = ["cam", "gradcam", "gradcam_plus_plus", "guided_gradcam", "eigencam", "eigengradcam", "layercam", "fem"]
 SHAPES = np.load(MODELS / "samples" / "shapes" / "test.npz")
 DIGITS = np.load(MODELS / "samples" / "digits" / "test.npz")
 
@@ -26,11 +27,11 @@ def digits():
     return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
 
 
-def test_registry_lists_the_gradient_family():
-    assert set(GRADIENT_FAMILY) <= set(METHODS)
+def test_registry_lists_every_method():
+    assert set(GRADIENT_FAMILY + CAM_FAMILY) <= set(METHODS)
 
 
-@pytest.mark.parametrize("method", GRADIENT_FAMILY)
+@pytest.mark.parametrize("method", GRADIENT_FAMILY + CAM_FAMILY)
 @pytest.mark.parametrize("which", ["shapes", "digits"])
 def test_every_method_runs_on_every_shipped_model(method, which, shapes, digits):
     explainer, data = (shapes, SHAPES) if which == "shapes" else (digits, DIGITS)
@@ -141,6 +142,60 @@ def test_guided_backprop_and_deconvnet_differ_from_the_gradient(digits):
     gb = digits.explain(x, "guided_backprop").attribution
     dc = digits.explain(x, "deconvnet").attribution
     assert not np.allclose(g, gb) and not np.allclose(g, dc) and not np.allclose(gb, dc)
+
+
+# --- class activation maps ---
+
+
+@pytest.mark.parametrize("method", CAM_FAMILY)
+def test_cam_maps_shape_range_and_default_layer(method, shapes):
+    x = SHAPES["x"][:2]
+    e = shapes.explain(x, method)
+    layer, shape = shapes.engine.layers()[-1]
+    assert e.params["layer"] == layer and e.layer_map.shape == (2, *shape[2:])
+    assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1
+    if method != "cam":  # CAM is signed; the others end in a ReLU
+        assert e.layer_map.min() >= 0
+
+
+def test_cam_equals_gradcam_times_positions_on_a_gap_linear_head(shapes):
+    x = SHAPES["x"][:3]
+    cam, grad = shapes.explain(x, "cam"), shapes.explain(x, "gradcam")
+    h, w = cam.layer_map.shape[1:]
+    np.testing.assert_allclose(np.maximum(cam.layer_map, 0), grad.layer_map * h * w, rtol=1e-4, atol=1e-4)
+
+
+def test_cam_refuses_a_layer_without_gap_head(shapes):
+    early = shapes.engine.layers()[0][0]
+    with pytest.raises(MethodError, match="cam needs the layer to feed global average pooling"):
+        shapes.explain(SHAPES["x"][:1], "cam", layer=early)
+
+
+def test_explicit_layer_and_unknown_layer(shapes):
+    name, shape = shapes.engine.layers()[2]
+    e = shapes.explain(SHAPES["x"][:1], "gradcam", layer=name)
+    assert e.layer_map.shape == (1, *shape[2:])
+    with pytest.raises(errors.InputShapeError, match="no tensor 'nope'; layer candidates include"):
+        shapes.explain(SHAPES["x"][:1], "gradcam", layer="nope")
+
+
+def test_fem_k_changes_the_map(digits):
+    x = DIGITS["x"][:2]
+    assert not np.allclose(digits.explain(x, "fem", k=1.0).layer_map, digits.explain(x, "fem", k=2.0).layer_map)
+
+
+def test_cli_cam_writes_layer_map(tmp_path, cli):
+    np.save(tmp_path / "x.npy", DIGITS["x"][:2])
+    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--method", "gradcam",
+                 "--out", tmp_path / "e.npz")
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "e.npz")["layer_map"].shape == (2, 8, 8)
+
+
+def test_inspect_lists_layers(cli):
+    info = json.loads(cli("inspect", MODELS / "digits_cnn.onnx", "--layers", "--json").stdout)
+    assert info["layers"][-1]["default"] and info["layers"][-1]["shape"][1:] == [64, 8, 8]
+    assert sum(layer["default"] for layer in info["layers"]) == 1
 
 
 # --- the command line -------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from onnxlens.errors import InputShapeError, quote
-from onnxlens.graph_ops.backward import RuleSet, grad_name, gradient_model, seed_name
+from onnxlens.graph_ops.backward import RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name
+from onnxlens.graph_ops.layers import layer_candidates
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.runtime.cache import CompiledGraphCache
@@ -24,6 +25,7 @@ BATCH_BUDGET_FLOATS = 1 << 23
 class VjpResult:
     scores: np.ndarray  #: the explained tensor (logits by default), one row per input
     grads: dict[str, np.ndarray]  #: wrt tensor → cotangent, one row per input
+    tensors: dict[str, np.ndarray]  #: exposed inner tensors, one row per input
 
 
 class Engine:
@@ -33,6 +35,8 @@ class Engine:
                  cache: CompiledGraphCache | None = None, batch_size: int | None = None):
         self.model = model
         self.spec = model.spec
+        #: the graph every run uses: BatchNorm folded, no-op nodes dropped
+        self.graph = prepare_for_differentiation(model.model)
         self.config = config or SessionConfig()
         self.cache = cache or CompiledGraphCache()
         image = self.spec.image_input
@@ -84,20 +88,25 @@ class Engine:
         x = self.check_input(x)
         names = tuple(sorted(set(tensors) | {self.score_name()}))
         session = self.cache.get(self.model.sha256, {"kind": "forward", "expose": names},
-                                 lambda: expose(self.model.model, names), self.config)
+                                 lambda: expose(self.graph, names), self.config)
         return self._batched(session, x, {})
 
     def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
-            rules: RuleSet | None = None, probability: bool = False, output: str | None = None) -> VjpResult:
-        """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input)."""
+            rules: RuleSet | None = None, probability: bool = False, output: str | None = None,
+            tensors: Sequence[str] = ()) -> VjpResult:
+        """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input);
+        inner ``tensors`` come back from the same run in ``VjpResult.tensors``."""
         x = self.check_input(x)
         wrt = tuple(wrt) if wrt else (self.input_name,)
+        for name in (*wrt, *tensors):
+            self.require_tensor(name)
+        exposed = tuple(sorted(set(tensors)))
         spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None,
-                "probability": probability, "output": output}
+                "probability": probability, "output": output, "expose": exposed}
 
         def build():
-            return gradient_model(self.model.model, self.spec, output=output, probability=probability,
-                                  wrt=wrt, rules=rules).vjp.model
+            return gradient_model(self.graph, self.spec, output=output, probability=probability,
+                                  wrt=wrt, rules=rules, exposed=exposed).vjp.model
 
         session = self.cache.get(self.model.sha256, spec, build, self.config)
         score = self.score_name(probability, output)
@@ -105,7 +114,19 @@ class Engine:
         if seed.shape[0] != x.shape[0]:
             raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
         out = self._batched(session, x, {seed_name(score): seed})
-        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt})
+        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed})
+
+    def layers(self) -> list[tuple[str, tuple]]:
+        """Candidate layers for CAM-style methods, in data-flow order (the last is the default)."""
+        return layer_candidates(self.graph, self.spec.image_input.name, self.score_name())
+
+    def require_tensor(self, name: str) -> None:
+        """An error naming the candidates when ``name`` is not a tensor of the graph."""
+        if name == self.input_name or any(vi.name == name for vi in self.graph.graph.value_info):
+            return
+        listed = ", ".join(quote(n) for n, _ in self.layers()[-5:])
+        raise InputShapeError(f"the model has no tensor {quote(name)}; layer candidates include {listed} "
+                              "(onnxlens inspect MODEL --layers lists them all)")
 
     def _batched(self, session: Session, x: np.ndarray, per_row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         chunks: dict[str, list[np.ndarray]] = {}

@@ -22,6 +22,13 @@ class GradientModel:
     wrt: tuple[str, ...]
 
 
+def prepare_for_differentiation(model: onnx.ModelProto) -> onnx.ModelProto:
+    """BatchNorm folded into the layer before it and no-op nodes dropped: the graph every
+    method runs, so inner tensor names are those of this form."""
+    simplified, _ = fold_batchnorm(model)
+    return drop_noops(simplified)[0]
+
+
 def gradient_model(
     model: onnx.ModelProto,
     spec: ModelSpec,
@@ -30,12 +37,12 @@ def gradient_model(
     probability: bool = False,
     wrt: Sequence[str] | None = None,
     rules: RuleSet | None = None,
+    exposed: Sequence[str] = (),
 ) -> GradientModel:
     """The gradient of the score (the logit by default) of ``output`` w.r.t. the image input
-    and/or inner tensors ``wrt``, with BatchNorm folded and no-op nodes dropped first."""
-    simplified, _ = fold_batchnorm(model)
-    simplified, _ = drop_noops(simplified)
+    and/or inner tensors ``wrt`` of a prepared model (:func:`prepare_for_differentiation`);
+    ``exposed`` inner tensors are returned by the same run."""
     score = score_tensor(spec, output, probability)
     targets = tuple(wrt) if wrt else (spec.image_input.name,)
-    vjp = append_vjp(expose(simplified, [score]), [score], targets, rules)
+    vjp = append_vjp(expose(model, [score, *exposed]), [score], targets, rules)
     return GradientModel(vjp, score, targets)

@@ -1,0 +1,38 @@
+"""Which inner tensors a layer method (CAM family, TCAV) can look at."""
+
+from __future__ import annotations
+
+import onnx
+
+_FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
+
+
+def layer_candidates(model: onnx.ModelProto, input_name: str, score: str) -> list[tuple[str, tuple]]:
+    """4-D float tensors with spatial size > 1 on a path from the input to ``score``, in
+    data-flow (topological) order, with their measured shapes. The default layer of a CAM
+    method is the last one: the deepest feature map before pooling."""
+    graph = model.graph
+    infos = {vi.name: vi for vi in graph.value_info}
+    producers = {o: n for n in graph.node for o in n.output}
+    needed, stack = set(), [score]
+    while stack:
+        t = stack.pop()
+        if t not in needed:
+            needed.add(t)
+            if t in producers:
+                stack.extend(i for i in producers[t].input if i)
+    depends = {input_name}
+    out = []
+    for node in graph.node:
+        if not any(i in depends for i in node.input):
+            continue
+        for name in node.output:
+            depends.add(name)
+            vi = infos.get(name)
+            if vi is None or name not in needed or vi.type.tensor_type.elem_type not in _FLOAT:
+                continue
+            dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                         for d in vi.type.tensor_type.shape.dim)
+            if len(dims) == 4 and all(isinstance(d, int) for d in dims[2:]) and dims[2] * dims[3] > 1:
+                out.append((name, dims))
+    return out

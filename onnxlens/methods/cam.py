@@ -1,0 +1,190 @@
+"""Class activation maps: CAM, Grad-CAM, Grad-CAM++, Guided Grad-CAM, Eigen-CAM,
+Eigen-Grad-CAM, Layer-CAM and FEM.
+
+Each returns ``layer_map`` (N×h×w at the layer's resolution, before upsampling, with the ReLU
+where the method has one and no normalization) and ``heatmap`` (upsampled bilinearly to the
+input size and scaled to [0, 1] per image). ``layer`` is any 4-D tensor name; by default the
+last 4-D tensor with spatial size > 1 on the path to the score (``onnxlens inspect --layers``).
+The formulas follow pytorch-grad-cam (Grad-CAM++ weights, the Eigen-CAM projection, FEM's
+k-sigma rule) and Captum (Grad-CAM's channel means).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
+from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.registry import MethodError, method
+from onnxlens.report.overlay import normalize
+
+
+def default_layer(engine) -> str:
+    candidates = engine.layers()
+    if not candidates:
+        raise MethodError("the model has no 4-D feature map with spatial size > 1 on the path to its score")
+    return candidates[-1][0]
+
+
+def _activations_and_grads(engine, x, target, layer, probability):
+    layer = layer or default_layer(engine)
+    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[layer], probability=probability,
+                        tensors=[layer])
+    a, g = result.tensors[layer].astype(np.float64), result.grads[layer].astype(np.float64)
+    if a.ndim != 4:
+        raise MethodError(f"layer tensor has shape {a.shape}; CAM methods need a 4-D feature map (N, C, h, w)")
+    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
+    return layer, a, g, score
+
+
+def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of N×h×w maps to N×H×W."""
+    h, w = size
+    return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize((w, h), Image.BILINEAR)) for m in maps])
+
+
+def _finish(engine, x, target, score, name, layer, layer_map, attribution=None, params=None) -> Explanation:
+    spatial = x.shape[2:] if engine.channel_axis == 1 else x.shape[1:3]
+    heatmap = np.stack([normalize(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
+    if attribution is None:  # a CAM attributes to the input through its upsampled map, per channel alike
+        attribution = np.broadcast_to(np.expand_dims(heatmap, engine.channel_axis), x.shape).astype(np.float32)
+    return Explanation(attribution, heatmap, target, score, name, params={"layer": layer, **(params or {})},
+                       layer_map=layer_map.astype(np.float32))
+
+
+def _weighted(weights, a):
+    return np.einsum("nk,nkhw->nhw", weights, a)
+
+
+@method("gradcam")
+def gradcam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """Grad-CAM (Selvaraju et al., 2017, arXiv:1610.02391): ReLU(Σ_k mean_ij(∂y/∂A_k) · A_k)."""
+    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
+    return _finish(engine, x, target, score, "gradcam", layer, np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
+
+
+@method("gradcam_plus_plus")
+def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """Grad-CAM++ (Chattopadhyay et al., 2018, arXiv:1710.11063): channel weights
+    Σ_ij ReLU(g) · g² / (2g² + Σ_ij A · g³), as pytorch-grad-cam computes them."""
+    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
+    g2, g3 = g ** 2, g ** 3
+    alpha = g2 / (2 * g2 + a.sum(axis=(2, 3), keepdims=True) * g3 + 1e-6)
+    alpha = np.where(g != 0, alpha, 0)
+    weights = (np.maximum(g, 0) * alpha).sum(axis=(2, 3))
+    return _finish(engine, x, target, score, "gradcam_plus_plus", layer, np.maximum(_weighted(weights, a), 0))
+
+
+@method("layercam")
+def layercam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """Layer-CAM (Jiang et al., 2021, IEEE TIP 30): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
+    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
+    return _finish(engine, x, target, score, "layercam", layer, np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
+
+
+def first_component_projection(maps: np.ndarray) -> np.ndarray:
+    """Project each (C, h, w) map on its first principal component over positions (centered
+    SVD, sign as numpy's SVD gives it — pytorch-grad-cam's convention)."""
+    out = []
+    for m in maps:
+        flat = m.reshape(m.shape[0], -1).T
+        flat = flat - flat.mean(axis=0)
+        _, _, vt = np.linalg.svd(flat, full_matrices=False)
+        out.append((flat @ vt[0]).reshape(m.shape[1:]))
+    return np.stack(out)
+
+
+@method("eigencam")
+def eigencam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """Eigen-CAM (Muhammad & Yeasin, 2020, arXiv:2008.00299): the activations' first principal
+    component, ReLU'd. Class-agnostic: ``target`` only labels the result."""
+    layer = layer or default_layer(engine)
+    a = engine.forward(x, [layer])[layer].astype(np.float64)
+    score = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)[np.arange(len(x)), target]
+    return _finish(engine, x, target, score, "eigencam", layer, np.maximum(first_component_projection(a), 0))
+
+
+@method("eigengradcam")
+def eigengradcam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of gradient ⊙ activation."""
+    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
+    return _finish(engine, x, target, score, "eigengradcam", layer, np.maximum(first_component_projection(g * a), 0))
+
+
+@method("fem")
+def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, probability: bool = False) -> Explanation:
+    """FEM, the K-sigma feature explanation method (Fuad et al., 2020, IPTA): channel weight =
+    share of positions above mean + k·std; map = ReLU(Σ_k w_k A_k). k = 1 as in the survey
+    (pytorch-grad-cam defaults to 2). Gradient-free and class-agnostic."""
+    layer = layer or default_layer(engine)
+    a = engine.forward(x, [layer])[layer].astype(np.float64)
+    threshold = a.mean(axis=(2, 3), keepdims=True) + k * a.std(axis=(2, 3), keepdims=True)
+    weights = (a > threshold).mean(axis=(2, 3))
+    score = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)[np.arange(len(x)), target]
+    return _finish(engine, x, target, score, "fem", layer, np.maximum(_weighted(weights, a), 0), params={"k": k})
+
+
+@method("guided_gradcam")
+def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation: str = "nearest",
+                   probability: bool = False) -> Explanation:
+    """Guided Grad-CAM (Selvaraju et al., 2017): Guided Backprop ⊙ the Grad-CAM map upsampled
+    to the input (nearest by default, as Captum's GuidedGradCam; or bilinear)."""
+    cam = gradcam(engine, x, target, layer=layer, probability=probability)
+    spatial = x.shape[2:] if engine.channel_axis == 1 else x.shape[1:3]
+    if interpolation == "nearest":
+        rows = np.floor(np.arange(spatial[0]) * cam.layer_map.shape[1] / spatial[0]).astype(int)
+        cols = np.floor(np.arange(spatial[1]) * cam.layer_map.shape[2] / spatial[1]).astype(int)
+        up = cam.layer_map[:, rows][:, :, cols]
+    elif interpolation == "bilinear":
+        up = upsample(cam.layer_map, spatial)
+    else:
+        raise MethodError(f"interpolation must be nearest or bilinear, got {interpolation!r}")
+    guided = engine.vjp(x, engine.one_hot(target, probability), rules=GUIDED_BACKPROP,
+                        probability=probability).grads[engine.input_name]
+    attribution = (guided * np.expand_dims(up, engine.channel_axis)).astype(np.float32)
+    heatmap = np.stack([normalize(m) for m in np.abs(attribution).max(axis=engine.channel_axis)]).astype(np.float32)
+    return Explanation(attribution, heatmap, target, cam.score, "guided_gradcam",
+                       params={"layer": cam.params["layer"]}, layer_map=cam.layer_map)
+
+
+@method("cam")
+def cam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+    """CAM (Zhou et al., 2016, arXiv:1512.04150): Σ_k w_k A_k with w the linear head's weights
+    of the target class. Only for a layer that feeds global average pooling and then a linear
+    head; no ReLU (the map is signed)."""
+    layer = layer or default_layer(engine)
+    pooled = gap_linear_head(engine, layer, engine.score_name(probability))
+    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[pooled], probability=probability,
+                        tensors=[layer])
+    weights = result.grads[pooled].reshape(len(x), -1).astype(np.float64)
+    a = result.tensors[layer].astype(np.float64)
+    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
+    return _finish(engine, x, target, score, "cam", layer, _weighted(weights, a))
+
+
+_POOLS = ("GlobalAveragePool", "ReduceMean")
+_LINEAR_HEAD = ("Flatten", "Reshape", "Squeeze", "Gemm", "MatMul", "Add", "Identity")
+
+
+def gap_linear_head(engine, layer: str, score: str) -> str:
+    """The pooled tensor when ``layer`` → global average pool → linear ops → ``score``; a
+    MethodError naming what is there otherwise."""
+    graph = engine.graph.graph
+    consumers = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    users = consumers.get(layer, [])
+    pool = users[0] if len(users) == 1 else None
+    if pool is None or pool.op_type not in _POOLS:
+        found = ", ".join(n.op_type for n in users) or "nothing"
+        raise MethodError(f"cam needs the layer to feed global average pooling (it feeds {found}); use gradcam")
+    t = pool.output[0]
+    while t != score:
+        nxt = consumers.get(t, [])
+        if len(nxt) != 1 or nxt[0].op_type not in _LINEAR_HEAD:
+            found = ", ".join(n.op_type for n in nxt) or "nothing"
+            raise MethodError(f"cam needs a linear head after the pooling (found {found}); use gradcam")
+        t = nxt[0].output[0]
+    return pool.output[0]
