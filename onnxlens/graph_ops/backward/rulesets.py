@@ -6,21 +6,15 @@ from __future__ import annotations
 from onnxlens.graph_ops.backward.overrides import RuleSet, by_op
 
 
-def _zero_negative(ctx, value):
-    g = ctx.g
-    return g.op("Where", g.op("Greater", value, g.const(0.0)), value, g.const(0.0))
-
-
 def guided_relu(ctx):
     """Guided Backprop: the ordinary ReLU gradient, then only its positive part."""
     g = ctx.g
-    masked = g.op("Where", g.op("Greater", ctx.inputs[0], g.const(0.0)), ctx.ct, g.const(0.0))
-    return [_zero_negative(ctx, masked)]
+    return [g.op("Relu", g.keep_where(ctx.ct, g.op("Greater", ctx.outputs[0], g.const(0.0))))]
 
 
 def deconv_relu(ctx):
     """DeconvNet: ReLU applied to the cotangent, ignoring the forward mask."""
-    return [_zero_negative(ctx, ctx.ct)]
+    return [ctx.g.op("Relu", ctx.ct)]
 
 
 GUIDED_BACKPROP = RuleSet(name="guided_backprop").with_rule(by_op("Relu"), guided_relu)

@@ -8,12 +8,15 @@ from onnxlens.graph_ops.backward.registry import vjp_rule
 
 
 def _positive(ctx):
-    return ctx.g.op("Greater", ctx.inputs[0], ctx.g.const(0.0))
+    """x > 0, read from the output where that is equivalent (ReLU, LeakyReLU with α > 0), so
+    the forward pass need not keep the pre-activation: ONNX Runtime can then fuse Conv+ReLU."""
+    reads_output = ctx.node.op_type == "Relu" or (ctx.node.op_type == "LeakyRelu" and ctx.attr("alpha", 0.01) > 0)
+    return ctx.g.op("Greater", ctx.outputs[0] if reads_output else ctx.inputs[0], ctx.g.const(0.0))
 
 
 @vjp_rule("Relu")
 def relu(ctx):
-    return [ctx.g.op("Where", _positive(ctx), ctx.ct, ctx.g.const(0.0))]
+    return [ctx.g.keep_where(ctx.ct, _positive(ctx))]
 
 
 @vjp_rule("LeakyRelu")
@@ -93,13 +96,13 @@ def hard_swish(ctx):
 
 @vjp_rule("Clip")
 def clip(ctx):
-    g, x = ctx.g, ctx.inputs[0]
+    g, x = ctx.g, ctx.outputs[0]  # strictly inside the bounds ⟺ the output is (keeps Conv+Clip fused)
     inside = None
     for index, op in ((1, "Greater"), (2, "Less")):
         if len(ctx.inputs) > index and ctx.inputs[index]:
             test = g.op(op, x, ctx.inputs[index])
             inside = test if inside is None else g.op("And", inside, test)
-    return [ctx.ct if inside is None else g.op("Where", inside, ctx.ct, g.const(0.0))]
+    return [ctx.ct if inside is None else g.keep_where(ctx.ct, inside)]
 
 
 @vjp_rule("Softmax")

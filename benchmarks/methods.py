@@ -1,0 +1,62 @@
+"""Integrated Gradients (64 steps) and Grad-CAM: onnxlens vs Captum on the same ResNet-18,
+batch 8, CPU, same thread count, interleaved repetitions; printed as ratios.
+
+    pip install -e ".[reference]"
+    python benchmarks/methods.py [--threads 2] [--repeats 3] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import torchvision
+from captum.attr import IntegratedGradients, LayerGradCam
+
+from onnxlens import Explainer
+from timing import timed  # benchmarks/timing.py
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    net = torchvision.models.resnet18().eval()
+    path = Path(tempfile.mkdtemp()) / "resnet18.onnx"
+    x = torch.rand(args.batch, 3, args.size, args.size)
+    torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    explainer = Explainer(path, device="cpu", threads=args.threads)
+    targets = list(range(args.batch))
+    xn = x.numpy()
+    runs = {
+        "integrated_gradients (64 steps)": (
+            lambda: explainer.explain(xn, "integrated_gradients", target=targets, steps=64),
+            lambda: IntegratedGradients(net).attribute(x, target=targets, n_steps=64, internal_batch_size=64),
+        ),
+        "gradcam (layer4)": (
+            lambda: explainer.explain(xn, "gradcam", target=targets),
+            lambda: LayerGradCam(net, net.layer4[-1]).attribute(x, target=targets, relu_attributions=True),
+        ),
+    }
+    print(f"ResNet-18 {args.size}×{args.size}, batch {args.batch}, {args.threads} thread(s), "
+          f"median of {args.repeats} interleaved runs (first round dropped)")
+    print(f"{'method':<34}{'onnxlens s':>11}{'Captum s':>10}{'Captum/onnxlens':>17}")
+    for name, (ours, theirs) in runs.items():
+        mine, ref = [], []
+        for _ in range(args.repeats + 1):
+            mine.append(timed(ours))
+            ref.append(timed(theirs))
+        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        print(f"{name:<34}{m:>11.2f}{r:>10.2f}{r / m:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()
