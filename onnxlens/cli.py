@@ -103,13 +103,15 @@ def explain(
 
     from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info
-    from onnxlens.pipelines.images import Preprocessing, list_images, load_image
+    from onnxlens.pipelines.images import Preprocessing, displayable, list_images, load_image
     from onnxlens.report.overlay import save_overlay
 
     params = _parse_params(param)
     if layer is not None:
         params["layer"] = layer
     coerce_params(method_info(method), params)  # fail on a bad name before the model loads
+    if not input.is_dir() and out.suffix not in (".npz", ".png"):
+        raise OnnxLensError(f"--out must end in .npz or .png, got {str(out)!r}")
     explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
     spec = explainer.model.spec.image_input
     prep = Preprocessing(_floats(mean), _floats(std), channel_order, value_range)
@@ -118,8 +120,6 @@ def explain(
         if path.suffix == ".npz":
             explanation.save_npz(path)
         elif path.suffix == ".png":
-            from onnxlens.pipelines.images import displayable
-
             save_overlay(path, displayable(row, spec.layout), explanation.heatmap[0], colormap)
         else:
             raise OnnxLensError(f"--out must end in .npz or .png, got {str(path)!r}")
@@ -153,9 +153,9 @@ def explain(
     else:
         x = load_image(input, spec, prep)
     batch = explainer.engine.check_input(x)
-    explanation = explainer.explain(batch, method, target, **params)
     if len(batch) > 1 and out.suffix == ".png":
         raise OnnxLensError("a .png overlay shows one input; use .npz for a batch")
+    explanation = explainer.explain(batch, method, target, **params)
     write(out, batch[0], explanation)
     typer.echo(f"{method}: class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")
 

@@ -238,11 +238,12 @@ def test_cli_folder_keeps_going_past_a_bad_image(tmp_path, cli):
     (["--param", "stepz=3", "--method", "integrated_gradients"], "has no parameter 'stepz'"),
     (["--param", "steps"], "--param takes key=value"),
     (["--layer", "t"], "has no parameter 'layer'"),
+    (["--out", "e.txt"], "--out must end in .npz or .png"),
 ])
 def test_cli_explain_errors_are_one_line(args, phrase, tmp_path, cli):
     np.save(tmp_path / "x.npy", DIGITS["x"][:1])
     result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz", *args)
-    assert result.returncode == 1 and phrase in result.stderr
+    assert result.returncode == 1 and phrase in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
