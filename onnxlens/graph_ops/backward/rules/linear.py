@@ -9,23 +9,29 @@ from onnxlens.graph_ops.backward.rules.geometry import window
 
 @vjp_rule("Conv")
 def conv(ctx):
-    x, w = ctx.inputs[0], ctx.inputs[1]
     if ctx.needs[1] or (len(ctx.needs) > 2 and ctx.needs[2]):
         ctx.unsupported("weights or bias depend on the differentiated input")
+    return [conv_adjoint(ctx, ctx.ct)]
+
+
+def conv_adjoint(ctx, ct: str, weight=None) -> str:
+    """The node's convolution transposed, applied to ``ct``; ``weight`` (an array) replaces the
+    node's weights when given (LRP rules use modified weights)."""
+    x, w = ctx.inputs[0], ctx.inputs[1]
     geo = window(ctx, ctx.shape(w)[2:])
-    weight = ctx.const(w)
+    weight = ctx.const(w) if weight is None else weight
     if weight is not None and all(s == 1 for s in geo.strides):
-        dx = _stride1_adjoint(ctx, weight, geo)
+        dx = _stride1_adjoint(ctx, ct, weight, geo)
         if dx is not None:
-            return [dx]
-    dx = ctx.g.conv_transpose_to(
-        ctx.ct, w, ctx.shape(x)[2:], ctx.shape(ctx.outputs[0])[2:], geo.kernel, geo.strides,
+            return dx
+    weight_name = w if weight is None else ctx.g.const(weight, "weight", weight.dtype)
+    return ctx.g.conv_transpose_to(
+        ct, weight_name, ctx.shape(x)[2:], ctx.shape(ctx.outputs[0])[2:], geo.kernel, geo.strides,
         geo.dilations, geo.pads_begin, group=ctx.attr("group", 1),
     )
-    return [dx]
 
 
-def _stride1_adjoint(ctx, weight, geo):
+def _stride1_adjoint(ctx, ct, weight, geo):
     """A stride-1 convolution's adjoint is a convolution with the kernel flipped and its
     in/out channels swapped per group; a plain Conv runs faster than ConvTranspose in ONNX
     Runtime (it gets the blocked-layout kernels). None when the padding exceeds the kernel's
@@ -40,7 +46,7 @@ def _stride1_adjoint(ctx, weight, geo):
     pads = [r - p for r, p in zip(reach, geo.pads_begin)] + [r - p for r, p in zip(reach, geo.pads_end)]
     if min(pads) < 0:
         return None
-    return ctx.g.op("Conv", ctx.ct, ctx.g.const(adjoint, "adjoint_weight", weight.dtype), kernel_shape=list(spatial),
+    return ctx.g.op("Conv", ct, ctx.g.const(adjoint, "adjoint_weight", weight.dtype), kernel_shape=list(spatial),
                     dilations=list(geo.dilations), pads=pads, group=group)
 
 
@@ -70,16 +76,23 @@ def conv_transpose(ctx):
     return [dx]
 
 
+def gemm_adjoint(ctx, ct: str, weight=None) -> str:
+    """The cotangent of the Gemm node's first input for ``ct``; ``weight`` (an array) replaces B."""
+    g, b = ctx.g, ctx.inputs[1] if weight is None else ctx.g.const(weight, "weight", weight.dtype)
+    alpha, ta, tb = ctx.attr("alpha", 1.0), ctx.attr("transA", 0), ctx.attr("transB", 0)
+    return (g.op("Gemm", ct, b, alpha=alpha, transB=0 if tb else 1) if not ta
+            else g.op("Gemm", b, ct, alpha=alpha, transA=tb, transB=1))
+
+
 @vjp_rule("Gemm")
 def gemm(ctx):
     g, ct = ctx.g, ctx.ct
-    a, b = ctx.inputs[0], ctx.inputs[1]
+    a = ctx.inputs[0]
     alpha, beta = ctx.attr("alpha", 1.0), ctx.attr("beta", 1.0)
     ta, tb = ctx.attr("transA", 0), ctx.attr("transB", 0)
     da = db = dc = None
     if ctx.needs[0]:
-        da = (g.op("Gemm", ct, b, alpha=alpha, transB=0 if tb else 1) if not ta
-              else g.op("Gemm", b, ct, alpha=alpha, transA=tb, transB=1))
+        da = gemm_adjoint(ctx, ct)
     if ctx.needs[1]:
         db = (g.op("Gemm", a, ct, alpha=alpha, transA=0 if ta else 1) if not tb
               else g.op("Gemm", ct, a, alpha=alpha, transA=1, transB=ta))

@@ -1,0 +1,225 @@
+"""Layer-wise relevance propagation as rule overrides on the backward compiler.
+
+Rules follow Zennit's definitions exactly (Anders et al., 2021, arXiv:2106.13200; zennit/rules.py):
+the stabilizer adds ε·sign(z) with sign(0) = +1; z⁺ and γ are the generalized forms that split
+inputs by sign; biases take part as Zennit's parameter modifiers say. The cotangent that flows
+is the relevance R; a rule maps the relevance of a layer's output to that of its input.
+
+- ε (Bach et al., 2015, PLoS ONE 10(7)): R_in = x ⊙ Wᵀ(R / stab(z)); ε = 0 is LRP-0.
+- z⁺ (Montavon et al., 2017, Pattern Recognit. 65): positive parts (x⁺, W⁺, b⁺) and (x⁻, W⁻).
+- γ (Montavon et al., 2019, LNCS 11700): weights W + γW^±, split by the sign of z.
+- αβ (Bach et al., 2015): α·positive − β·negative contributions, α − β = 1.
+- z^B (Montavon et al., 2017): inputs bounded by ``low``/``high``.
+- flat, w² (Lapuschkin et al., 2019; Montavon et al., 2017): ones (or W²) as weights, inputs ones.
+- norm: the ε rule without parameters, for residual sums and average pools; pass: activations
+  and BatchNorm hand relevance on unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from onnxlens.graph_ops.backward.overrides import RuleSet, by_op, first_layer
+from onnxlens.graph_ops.backward.registry import VJP_RULES, RuleContext
+from onnxlens.graph_ops.backward.rules.linear import conv_adjoint, gemm_adjoint
+
+#: Ops whose relevance passes unchanged (Zennit's Activation and BatchNorm types).
+PASS_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "Softplus", "Clip",
+            "HardSigmoid", "HardSwish", "Softmax", "LogSoftmax", "BatchNormalization")
+#: Ops that split relevance in proportion to their inputs' contributions: Zennit's Sum and
+#: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))``
+#: (Zennit sees no module there and passes the gradient, which does not conserve relevance).
+NORM_OPS = ("Add", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
+LINEAR_OPS = ("Conv", "Gemm")
+PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat",
+           "epsilon_gamma_box", "deep_taylor")
+
+
+def stabilize(ctx, z: str, epsilon: float) -> str:
+    """z + ε·sign(z), with sign(0) = +1."""
+    g = ctx.g
+    sign = g.op("Sub", g.op("Mul", g.op("Cast", g.op("GreaterOrEqual", z, g.const(0.0)), to=1), g.const(2.0)),
+                g.const(1.0))
+    return g.op("Add", z, g.op("Mul", sign, g.const(epsilon)))
+
+
+def pass_rule(ctx):
+    return [ctx.ct] + [None] * (len(ctx.inputs) - 1)
+
+
+def epsilon_rule(epsilon: float):
+    """R_in_i = x_i ⊙ (∂z/∂x_i)ᵀ(R / stab(z)) for every needed input: the ε rule on a linear
+    layer, Zennit's Norm rule on a sum or an average pool."""
+
+    def rule(ctx: RuleContext):
+        g = ctx.g
+        if ctx.node.op_type == "Add" and any(ctx.const(i) is not None for i in ctx.inputs):
+            return VJP_RULES["Add"](ctx)  # a bias add: relevance passes to the variable side
+        scaled = g.op("Div", ctx.ct, stabilize(ctx, ctx.outputs[0], epsilon))
+        grads = VJP_RULES[ctx.node.op_type](replace(ctx, cts=[scaled] + list(ctx.cts[1:])))
+        return [g.op("Mul", x, d) if need and d is not None else None
+                for x, d, need in zip(ctx.inputs, grads, ctx.needs)]
+
+    return rule
+
+
+class _Layer:
+    """A Conv or Gemm node's forward and adjoint with replaced parameters, inside a rule."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.weight = ctx.require_const(1, "the weight")
+        bias_name = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] else None
+        self.bias = ctx.require_const(2, "the bias") if bias_name else None
+        if ctx.node.op_type == "Gemm" and self.bias is not None:
+            self.bias = self.bias * ctx.attr("beta", 1.0)
+
+    def forward(self, x: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
+        ctx, g = self.ctx, self.ctx.g
+        attrs = {a.name: ctx.attr(a.name) for a in ctx.node.attribute if a.name != "beta"}
+        inputs = [x, g.const(weight, "lrp_weight", weight.dtype)]
+        if bias is not None:
+            inputs.append(g.const(np.broadcast_to(bias, self.bias.shape).astype(weight.dtype), "lrp_bias", weight.dtype))
+        return g.op(ctx.node.op_type, *inputs, **attrs)
+
+    def adjoint(self, ct: str, weight: np.ndarray) -> str:
+        return (conv_adjoint if self.ctx.node.op_type == "Conv" else gemm_adjoint)(self.ctx, ct, weight)
+
+    def pos(self, a):
+        return None if a is None else np.maximum(a, 0)
+
+    def neg(self, a):
+        return None if a is None else np.minimum(a, 0)
+
+
+def _split_inputs(ctx):
+    g, x = ctx.g, ctx.inputs[0]
+    return g.op("Relu", x), g.op("Neg", g.op("Relu", g.op("Neg", x)))
+
+
+def _result(ctx, relevance):
+    return [relevance] + [None] * (len(ctx.inputs) - 1)
+
+
+def zplus_rule(stabilizer: float = 1e-6):
+    def rule(ctx):
+        layer, g = _Layer(ctx), ctx.g
+        xp, xn = _split_inputs(ctx)
+        wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
+        z = g.op("Add", layer.forward(xp, wp, layer.pos(layer.bias)), layer.forward(xn, wn, None))
+        s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
+        return _result(ctx, g.op("Add", g.op("Mul", xp, layer.adjoint(s, wp)), g.op("Mul", xn, layer.adjoint(s, wn))))
+
+    return rule
+
+
+def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
+    if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
+        raise ValueError(f"alpha and beta must be non-negative with alpha - beta = 1, got {alpha}, {beta}")
+
+    def rule(ctx):
+        layer, g = _Layer(ctx), ctx.g
+        xp, xn = _split_inputs(ctx)
+        wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
+
+        def part(w_for_pos, w_for_neg, bias):
+            z = g.op("Add", layer.forward(xp, w_for_pos, bias), layer.forward(xn, w_for_neg, None))
+            s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
+            return g.op("Add", g.op("Mul", xp, layer.adjoint(s, w_for_pos)), g.op("Mul", xn, layer.adjoint(s, w_for_neg)))
+
+        positive = part(wp, wn, layer.pos(layer.bias))
+        negative = part(wn, wp, layer.neg(layer.bias))
+        return _result(ctx, g.op("Sub", g.op("Mul", positive, g.const(alpha)), g.op("Mul", negative, g.const(beta))))
+
+    return rule
+
+
+def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
+    def rule(ctx):
+        layer, g = _Layer(ctx), ctx.g
+        xp, xn = _split_inputs(ctx)
+        w, b = layer.weight, layer.bias
+        up = lambda a: None if a is None else a + gamma * np.maximum(a, 0)  # noqa: E731
+        down = lambda a: None if a is None else a + gamma * np.minimum(a, 0)  # noqa: E731
+        z = ctx.outputs[0]
+
+        def part(w_pos_in, w_neg_in, bias, sign_op):
+            zz = g.op("Add", layer.forward(xp, w_pos_in, bias), layer.forward(xn, w_neg_in, None))
+            mask = g.op("Cast", g.op(sign_op, z, g.const(0.0)), to=1)
+            s = g.op("Mul", mask, g.op("Div", ctx.ct, stabilize(ctx, zz, stabilizer)))
+            return g.op("Add", g.op("Mul", xp, layer.adjoint(s, w_pos_in)), g.op("Mul", xn, layer.adjoint(s, w_neg_in)))
+
+        return _result(ctx, g.op("Add", part(up(w), down(w), up(b), "Greater"), part(down(w), up(w), down(b), "Less")))
+
+    return rule
+
+
+def zbox_rule(low, high, stabilizer: float = 1e-6):
+    def rule(ctx):
+        layer, g = _Layer(ctx), ctx.g
+        x = ctx.inputs[0]
+        bounds = []
+        for value in (low, high):
+            arr = np.asarray(value, dtype=np.float32)
+            bounds.append(g.op("Expand", g.const(arr.reshape(arr.shape or ()), "bound"), g.op("Shape", x)))
+        lo, hi = bounds
+        w, b = layer.weight, layer.bias
+        z = g.op("Sub", g.op("Sub", layer.forward(x, w, b), layer.forward(lo, layer.pos(w), layer.pos(b))),
+                 layer.forward(hi, layer.neg(w), layer.neg(b)))
+        s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
+        r = g.op("Sub", g.op("Sub", g.op("Mul", x, layer.adjoint(s, w)), g.op("Mul", lo, layer.adjoint(s, layer.pos(w)))),
+                 g.op("Mul", hi, layer.adjoint(s, layer.neg(w))))
+        return _result(ctx, r)
+
+    return rule
+
+
+def _constant_input_rule(transform, keep_bias: bool, stabilizer: float):
+    """Flat and w²: inputs replaced by ones, weights by ``transform(W)``; no input factor."""
+
+    def rule(ctx):
+        layer, g = _Layer(ctx), ctx.g
+        ones = g.op("Add", g.zeros_like(ctx.inputs[0]), g.const(1.0))
+        w = transform(layer.weight)
+        b = transform(layer.bias) if keep_bias and layer.bias is not None else None
+        s = g.op("Div", ctx.ct, stabilize(ctx, layer.forward(ones, w, b), stabilizer))
+        return _result(ctx, layer.adjoint(s, w))
+
+    return rule
+
+
+def flat_rule(stabilizer: float = 1e-6):
+    return _constant_input_rule(np.ones_like, keep_bias=False, stabilizer=stabilizer)
+
+
+def wsquare_rule(stabilizer: float = 1e-6):
+    return _constant_input_rule(np.square, keep_bias=True, stabilizer=stabilizer)
+
+
+def composite(preset: str, *, epsilon: float = 1e-6, gamma: float = 0.25, alpha: float = 2.0, beta: float = 1.0,
+              low=0.0, high=1.0, stabilizer: float = 1e-6) -> RuleSet:
+    """A named composite, equal in meaning to Zennit's: which rule applies where."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    conv_rule = {
+        "epsilon": epsilon_rule(epsilon),
+        "epsilon_plus": zplus_rule(stabilizer), "epsilon_plus_flat": zplus_rule(stabilizer),
+        "deep_taylor": zplus_rule(stabilizer),
+        "epsilon_alpha2_beta1": alpha_beta_rule(alpha, beta, stabilizer),
+        "epsilon_alpha2_beta1_flat": alpha_beta_rule(alpha, beta, stabilizer),
+        "epsilon_gamma_box": gamma_rule(gamma, stabilizer),
+    }[preset]
+    dense_rule = zplus_rule(stabilizer) if preset == "deep_taylor" else epsilon_rule(epsilon)
+    params = dict(epsilon=epsilon, gamma=gamma, alpha=alpha, beta=beta, low=np.asarray(low).tolist(),
+                  high=np.asarray(high).tolist(), stabilizer=stabilizer)
+    rules = RuleSet(name=f"lrp:{preset}:{sorted(params.items())}")
+    if preset.endswith("_flat"):
+        rules = rules.with_rule(first_layer(), flat_rule(stabilizer))
+    elif preset in ("epsilon_gamma_box", "deep_taylor"):
+        rules = rules.with_rule(first_layer(), zbox_rule(low, high, stabilizer))
+    return (rules.with_rule(by_op(*PASS_OPS), pass_rule)
+            .with_rule(by_op(*NORM_OPS), epsilon_rule(stabilizer))
+            .with_rule(by_op("Conv"), conv_rule)
+            .with_rule(by_op("Gemm"), dense_rule))

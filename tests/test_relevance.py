@@ -1,0 +1,99 @@
+"""LRP and Deep Taylor: conservation, known identities, presets, errors."""
+
+import numpy as np
+import pytest
+from onnx import numpy_helper
+
+from builders import conv_classifier
+from conftest import MODELS
+from onnxlens import Explainer, errors, import_model
+from onnxlens.graph_ops.backward.relevance import PRESETS
+from onnxlens.methods import MethodError
+
+SHIPPED = {"digits": ("digits_cnn.onnx", "digits"), "shapes": ("shapes_cnn.onnx", "shapes")}
+#: Presets whose rules conserve relevance whatever the signs (αβ does not when a layer's
+#: inputs give no negative contribution: its β share is lost).
+CONSERVATIVE = ["epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_gamma_box", "deep_taylor"]
+
+
+def _data(which):
+    return np.load(MODELS / "samples" / SHIPPED[which][1] / "test.npz")["x"][:3]
+
+
+def _without_biases(path):
+    model = import_model(path).model
+    biases = {n.input[2] for n in model.graph.node if n.op_type in ("Conv", "Gemm") and len(n.input) > 2}
+    for t in model.graph.initializer:
+        if t.name in biases:
+            t.CopyFrom(numpy_helper.from_array(np.zeros_like(numpy_helper.to_array(t)), t.name))
+    return Explainer(import_model(model.SerializeToString()), device="cpu")
+
+
+@pytest.fixture(scope="module", params=list(SHIPPED))
+def unbiased(request):
+    return request.param, _without_biases(MODELS / SHIPPED[request.param][0])
+
+
+@pytest.mark.parametrize("preset", CONSERVATIVE)
+def test_relevance_is_conserved_without_biases(preset, unbiased):
+    which, explainer = unbiased
+    e = explainer.explain(_data(which), "lrp", preset=preset, epsilon=1e-9)
+    for tensor, gap in e.diagnostics["conservation_gap"].items():
+        assert (gap / np.abs(e.score)).max() <= 1e-4, tensor
+
+
+@pytest.mark.parametrize("which", list(SHIPPED))
+def test_lrp_epsilon_to_zero_is_input_times_gradient(which):
+    """A known identity for ReLU networks (Ancona et al., 2018)."""
+    explainer = Explainer(MODELS / SHIPPED[which][0], device="cpu")
+    x = _data(which)
+    lrp = explainer.explain(x, "lrp", preset="epsilon", epsilon=1e-9).attribution
+    ixg = explainer.explain(x, "input_x_gradient").attribution
+    assert np.linalg.norm(lrp - ixg) / np.linalg.norm(ixg) <= 1e-4
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("which", list(SHIPPED))
+def test_every_preset_runs_on_shipped_models(preset, which):
+    explainer = Explainer(MODELS / SHIPPED[which][0], device="cpu")
+    x = _data(which)
+    e = explainer.explain(x, "lrp", preset=preset)
+    assert e.attribution.shape == x.shape and np.isfinite(e.attribution).all()
+    assert e.heatmap.shape == (3, *x.shape[2:])
+    assert set(e.diagnostics["conservation_gap"]) >= {explainer.engine.input_name}
+
+
+def test_layer_relevance_and_deep_taylor():
+    explainer = Explainer(MODELS / "digits_cnn.onnx", device="cpu")
+    x = _data("digits")
+    layer, shape = explainer.engine.layers()[-1]
+    e = explainer.explain(x, "lrp", layer=layer)
+    assert e.layer_map.shape == (3, *shape[2:])
+    dt = explainer.explain(x, "deep_taylor")
+    np.testing.assert_allclose(dt.attribution, explainer.explain(x, "lrp", preset="deep_taylor").attribution)
+    assert dt.method == "deep_taylor"
+
+
+def test_bad_preset_and_alpha_beta():
+    explainer = Explainer(MODELS / "digits_cnn.onnx", device="cpu")
+    x = _data("digits")[:1]
+    with pytest.raises(MethodError, match="unknown preset 'nope'"):
+        explainer.explain(x, "lrp", preset="nope")
+    with pytest.raises(MethodError, match="alpha - beta = 1"):
+        explainer.explain(x, "lrp", preset="epsilon_alpha2_beta1", alpha=3.0, beta=1.0)
+
+
+def test_unsupported_op_on_the_relevance_path_is_named():
+    model = conv_classifier()
+    model.graph.node[1].op_type = "Sin"
+    explainer = Explainer(model.SerializeToString(), device="cpu")
+    with pytest.raises(errors.UnsupportedOperatorError, match="'Sin'"):
+        explainer.explain(np.zeros((1, 3, 8, 8), np.float32), "lrp")
+
+
+def test_cli_lrp_preset(tmp_path, cli):
+    np.save(tmp_path / "x.npy", _data("digits")[:1])
+    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--method", "lrp",
+                 "--param", "preset=epsilon_gamma_box", "--param", "gamma=0.5", "--out", tmp_path / "r.npz")
+    assert result.returncode == 0, result.stderr
+    assert np.load(tmp_path / "r.npz")["attribution"].shape == (1, 1, 32, 32)

@@ -1,0 +1,62 @@
+"""LRP composites against Zennit on the same torch module (BatchNorm merged by Zennit's
+canonizer on the torch side, folded by the exporter on ours); Zennit runs in float64.
+Skipped where torch or Zennit is absent."""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+zennit_composites = pytest.importorskip("zennit.composites")
+from torch import nn  # noqa: E402
+from zennit.attribution import Gradient  # noqa: E402
+from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
+
+from onnxlens import Explainer  # noqa: E402
+
+TARGETS = [0, 3, 1]
+COMPOSITES = {
+    "epsilon_plus": lambda: zennit_composites.EpsilonPlus(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_plus_flat": lambda: zennit_composites.EpsilonPlusFlat(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_alpha2_beta1": lambda: zennit_composites.EpsilonAlpha2Beta1(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_alpha2_beta1_flat": lambda: zennit_composites.EpsilonAlpha2Beta1Flat(canonizers=[SequentialMergeBatchNorm()]),
+    "epsilon_gamma_box": lambda: zennit_composites.EpsilonGammaBox(low=0.0, high=1.0, canonizers=[SequentialMergeBatchNorm()]),
+}
+
+
+def _vgg_style():
+    layers, c = [], 3
+    for width in (8, 16):
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+        c = width
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 5))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    net = _vgg_style()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    net.eval()
+    x = torch.rand(3, 3, 16, 16)
+    path = tmp_path_factory.mktemp("vgg") / "m.onnx"
+    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
+                      dynamic_axes={"x": {0: "n"}})
+    return net, x, Explainer(path, device="cpu")
+
+
+@pytest.mark.parametrize("preset", COMPOSITES)
+def test_composite_matches_zennit(preset, setup):
+    net, x, explainer = setup
+    model = copy.deepcopy(net).double()
+    one_hot = torch.eye(5, dtype=torch.float64)[TARGETS]
+    with Gradient(model=model, composite=COMPOSITES[preset]()) as attributor:
+        _, want = attributor(x.double(), lambda out: out * one_hot)
+    want = want.numpy()
+    got = explainer.explain(x.numpy(), "lrp", preset=preset, target=TARGETS).attribution
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-4
