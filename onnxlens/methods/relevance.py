@@ -20,14 +20,15 @@ def _relevance(engine, x, target, preset, layer, probability, **rule_params):
     if layer is not None and layer not in layers:
         engine.require_tensor(layer)
         layers.append(layer)
-    scores = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)
-    score = scores[np.arange(len(x)), target]
-    seed = engine.one_hot(target, probability) * score[:, None]  # R at the output = the explained score
-    result = engine.vjp(x, seed, wrt=[engine.input_name, *layers], rules=rules, probability=probability)
-    attribution = result.grads[engine.input_name]
-    gaps = {name: np.abs(result.grads[name].reshape(len(x), -1).sum(axis=1) - score) for name in layers}
-    gaps[engine.input_name] = np.abs(attribution.reshape(len(x), -1).sum(axis=1) - score)
-    layer_map = result.grads[layer].sum(axis=1) if layer is not None else None
+    # every rule is linear in the relevance it receives, so seeding the one-hot vector and
+    # scaling by the score afterwards equals seeding R = score, without a separate forward pass
+    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[engine.input_name, *layers], rules=rules,
+                        probability=probability)
+    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
+    relevance = {name: value * score.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
+    attribution = relevance[engine.input_name]
+    gaps = {name: np.abs(r.reshape(len(x), -1).sum(axis=1) - score) for name, r in relevance.items()}
+    layer_map = relevance[layer].sum(axis=1) if layer is not None else None
     return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "lrp",
                        params={"rules": rules.name}, layer_map=layer_map,
                        diagnostics={"conservation_gap": gaps})

@@ -27,6 +27,7 @@ class RuleContext:
     shapes: dict[str, Shape]
     constants: dict[str, np.ndarray]
     elem_types: dict[str, int]  #: tensor → ONNX element type
+    nonnegative: frozenset = frozenset()  #: tensors known to hold no negative value (ReLU outputs, …)
 
     @property
     def inputs(self) -> Sequence[str]:

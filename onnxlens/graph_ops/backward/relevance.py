@@ -95,8 +95,24 @@ class _Layer:
 
 
 def _split_inputs(ctx):
+    """(x⁺, x⁻); x⁻ is None when x is known non-negative (after a ReLU), so the rules skip
+    the terms that would be zero."""
     g, x = ctx.g, ctx.inputs[0]
+    if x in ctx.nonnegative:
+        return x, None
     return g.op("Relu", x), g.op("Neg", g.op("Relu", g.op("Neg", x)))
+
+
+def _signed_terms(layer, g, xp, xn, ct, w_for_pos, w_for_neg, bias, stabilizer, mask=None):
+    """x⁺ ⊙ Aᵀs + x⁻ ⊙ Bᵀs with s = ct / stab(A x⁺ + B x⁻ + bias) (optionally masked)."""
+    z = layer.forward(xp, w_for_pos, bias)
+    if xn is not None:
+        z = g.op("Add", z, layer.forward(xn, w_for_neg, None))
+    s = g.op("Div", ct, stabilize(layer.ctx, z, stabilizer))
+    if mask is not None:
+        s = g.op("Mul", mask, s)
+    out = g.op("Mul", xp, layer.adjoint(s, w_for_pos))
+    return out if xn is None else g.op("Add", out, g.op("Mul", xn, layer.adjoint(s, w_for_neg)))
 
 
 def _result(ctx, relevance):
@@ -108,9 +124,7 @@ def zplus_rule(stabilizer: float = 1e-6):
         layer, g = _Layer(ctx), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
-        z = g.op("Add", layer.forward(xp, wp, layer.pos(layer.bias)), layer.forward(xn, wn, None))
-        s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
-        return _result(ctx, g.op("Add", g.op("Mul", xp, layer.adjoint(s, wp)), g.op("Mul", xn, layer.adjoint(s, wn))))
+        return _result(ctx, _signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer))
 
     return rule
 
@@ -124,13 +138,8 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
 
-        def part(w_for_pos, w_for_neg, bias):
-            z = g.op("Add", layer.forward(xp, w_for_pos, bias), layer.forward(xn, w_for_neg, None))
-            s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
-            return g.op("Add", g.op("Mul", xp, layer.adjoint(s, w_for_pos)), g.op("Mul", xn, layer.adjoint(s, w_for_neg)))
-
-        positive = part(wp, wn, layer.pos(layer.bias))
-        negative = part(wn, wp, layer.neg(layer.bias))
+        positive = _signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer)
+        negative = _signed_terms(layer, g, xp, xn, ctx.ct, wn, wp, layer.neg(layer.bias), stabilizer)
         return _result(ctx, g.op("Sub", g.op("Mul", positive, g.const(alpha)), g.op("Mul", negative, g.const(beta))))
 
     return rule
@@ -146,10 +155,8 @@ def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
         z = ctx.outputs[0]
 
         def part(w_pos_in, w_neg_in, bias, sign_op):
-            zz = g.op("Add", layer.forward(xp, w_pos_in, bias), layer.forward(xn, w_neg_in, None))
             mask = g.op("Cast", g.op(sign_op, z, g.const(0.0)), to=1)
-            s = g.op("Mul", mask, g.op("Div", ctx.ct, stabilize(ctx, zz, stabilizer)))
-            return g.op("Add", g.op("Mul", xp, layer.adjoint(s, w_pos_in)), g.op("Mul", xn, layer.adjoint(s, w_neg_in)))
+            return _signed_terms(layer, g, xp, xn, ctx.ct, w_pos_in, w_neg_in, bias, stabilizer, mask)
 
         return _result(ctx, g.op("Add", part(up(w), down(w), up(b), "Greater"), part(down(w), up(w), down(b), "Less")))
 

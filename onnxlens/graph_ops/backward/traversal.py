@@ -56,6 +56,7 @@ def append_vjp(
     nodes, active = _differentiated(graph, outputs, wrt, elem_types, infos)
     rules = rules or RuleSet()
     chosen = _choose_rules(nodes, rules)
+    nonnegative = nonnegative_tensors(graph, constants)
 
     g = Emitter(NameAllocator(out))
     contributions: dict[str, list[str]] = {}
@@ -71,7 +72,7 @@ def append_vjp(
             if ct is not None:
                 contributions[o] = [ct]
         needs = [bool(i) and i in active for i in node.input]
-        ctx = RuleContext(node, cts, needs, g, shapes, constants, elem_types)
+        ctx = RuleContext(node, cts, needs, g, shapes, constants, elem_types, nonnegative)
         results = list(chosen[id(node)](ctx))
         for i, (name, need) in enumerate(zip(node.input, needs)):
             ct = results[i] if i < len(results) else None
@@ -103,6 +104,31 @@ def backward_coverage(model: onnx.ModelProto, outputs: Sequence[str], wrt: Seque
     infos, elem_types = _tensor_facts(model.graph)
     nodes, _ = _differentiated(model.graph, outputs, wrt, elem_types, infos)
     return _missing(nodes, rules or RuleSet())
+
+
+#: Ops whose output is never negative.
+_NONNEGATIVE_OPS = {"Relu", "Sigmoid", "Softmax", "Abs", "Exp", "Softplus", "HardSigmoid"}
+#: Ops whose output is non-negative when their data input(s) are.
+_SIGN_PRESERVING_OPS = {
+    "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Squeeze", "Unsqueeze",
+    "Transpose", "Concat", "Identity", "Dropout", "ReduceMean", "ReduceMax", "ReduceSum", "Split", "Slice", "Gather",
+    "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Max", "Min",
+}
+
+
+def nonnegative_tensors(graph: onnx.GraphProto, constants: dict) -> frozenset:
+    """Tensors that hold no negative value whatever the input: outputs of ReLU-like ops and of
+    pools, reshapes and concatenations of such tensors (rules can skip negative parts)."""
+    known: set[str] = {name for name, value in constants.items() if value.size and value.min() >= 0}
+    for node in graph.node:
+        data = [i for i in node.input[:1] if i] if node.op_type not in ("Concat", "Max", "Min") else list(node.input)
+        clip_floor = constants.get(node.input[1]) if node.op_type == "Clip" and len(node.input) > 1 and node.input[1] else None
+        if (node.op_type in _NONNEGATIVE_OPS or (clip_floor is not None and clip_floor.min() >= 0)
+                or (node.op_type in _SIGN_PRESERVING_OPS and data and all(i in known for i in data))
+                or (node.op_type == "Resize" and node.input[0] in known and node.attribute and
+                    all(a.s != b"cubic" for a in node.attribute if a.name == "mode"))):
+            known.update(o for o in node.output if o)
+    return frozenset(known)
 
 
 def _tensor_facts(graph):

@@ -1,0 +1,68 @@
+"""LRP (epsilon_plus_flat): onnxlens vs Zennit on the same VGG-16-shaped and ResNet-18 modules,
+batch 8, CPU, same threads, interleaved repetitions; printed as ratios.
+
+    pip install -e ".[reference]"
+    python benchmarks/relevance.py [--threads 2] [--repeats 3] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import torchvision
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import EpsilonPlusFlat
+from zennit.torchvision import ResNetCanonizer
+
+from onnxlens import Explainer
+from timing import timed  # benchmarks/timing.py
+
+
+def vgg16_shaped():
+    net = torchvision.models.vgg16_bn(num_classes=1000)
+    net.avgpool = torch.nn.AdaptiveAvgPool2d(1)  # no 25088-wide classifier: the conv stack is the cost
+    net.classifier = torch.nn.Sequential(torch.nn.Linear(512, 512), torch.nn.ReLU(), torch.nn.Linear(512, 1000))
+    return net, SequentialMergeBatchNorm()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    models = {"VGG-16-BN (shaped)": vgg16_shaped(), "ResNet-18": (torchvision.models.resnet18(), ResNetCanonizer())}
+    print(f"epsilon_plus_flat, {args.size}×{args.size}, batch {args.batch}, {args.threads} thread(s), "
+          f"median of {args.repeats} interleaved runs (first round dropped)")
+    print(f"{'model':<22}{'onnxlens s':>11}{'Zennit s':>10}{'Zennit/onnxlens':>17}")
+    for name, (net, canonizer) in models.items():
+        net.eval()
+        x = torch.rand(args.batch, 3, args.size, args.size)
+        path = Path(tempfile.mkdtemp()) / "m.onnx"
+        torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+        explainer = Explainer(path, device="cpu", threads=args.threads)
+        targets = list(range(args.batch))
+        one_hot = torch.eye(1000)[targets]
+
+        def zennit_run():
+            with Gradient(model=net, composite=EpsilonPlusFlat(canonizers=[canonizer])) as attributor:
+                attributor(x, lambda out: out * one_hot)
+
+        mine, ref = [], []
+        for _ in range(args.repeats + 1):
+            mine.append(timed(lambda: explainer.explain(x.numpy(), "lrp", target=targets)))
+            ref.append(timed(zennit_run))
+        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        print(f"{name:<22}{m:>11.2f}{r:>10.2f}{r / m:>17.2f}")
+
+
+if __name__ == "__main__":
+    main()
