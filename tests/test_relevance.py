@@ -97,3 +97,32 @@ def test_cli_lrp_preset(tmp_path, cli):
                  "--param", "preset=epsilon_gamma_box", "--param", "gamma=0.5", "--out", tmp_path / "r.npz")
     assert result.returncode == 0, result.stderr
     assert np.load(tmp_path / "r.npz")["attribution"].shape == (1, 1, 32, 32)
+
+
+def _dense_layer_relevance(rule, w, b, x, relevance):
+    from onnx import helper as h
+
+    from builders import make_model, vi
+    from onnxlens.graph_ops.backward import RuleSet, append_vjp, by_op
+    from vjp_check import with_run_shapes, _session
+
+    model = make_model([h.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)], [vi("x", list(x.shape))],
+                       [vi("y", 2)], [("w", w), ("b", b)])
+    model = with_run_shapes(model, {"x": x})
+    vjp = append_vjp(model, ["y"], ["x"], RuleSet(name="test").with_rule(by_op("Gemm"), rule))
+    session = _session(vjp.model)
+    names = [o.name for o in session.get_outputs()]
+    return session.run(None, {"x": x, vjp.seeds["y"]: relevance})[names.index(vjp.grads["x"])]
+
+
+def test_flat_and_wsquare_rules_by_hand():
+    from onnxlens.graph_ops.backward.relevance import flat_rule, wsquare_rule
+
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    x, r = rng.standard_normal((2, 4)).astype(np.float32), rng.standard_normal((2, 3)).astype(np.float32)
+    flat = _dense_layer_relevance(flat_rule(), w, b, x, r)
+    np.testing.assert_allclose(flat, np.repeat(r.sum(axis=1, keepdims=True) / 4, 4, axis=1), rtol=1e-5)
+    square = _dense_layer_relevance(wsquare_rule(), w, b, x, r)
+    share = (w ** 2) / ((w ** 2).sum(axis=1) + b ** 2)[:, None]  # Zennit squares the bias too
+    np.testing.assert_allclose(square, r @ share, rtol=1e-5)
