@@ -1,0 +1,47 @@
+"""Every registered method on exported torchvision models, through the API and the CLI
+(skipped where torch is absent)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+
+from onnxlens import Explainer  # noqa: E402
+from onnxlens.methods import METHODS  # noqa: E402
+
+ZOO = {
+    "resnet18": lambda: torchvision.models.resnet18(num_classes=6),
+    "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=6, width_mult=0.35),
+    "squeezenet1_1": lambda: torchvision.models.squeezenet1_1(num_classes=6),
+}
+QUICK = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 2}, "smoothgrad_squared": {"samples": 2},
+         "vargrad": {"samples": 2}}
+
+
+@pytest.fixture(scope="module", params=list(ZOO))
+def zoo_model(request, tmp_path_factory):
+    torch.manual_seed(0)
+    net = ZOO[request.param]().eval()
+    path = tmp_path_factory.mktemp(request.param) / "m.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 96, 96),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    return path, Explainer(path, device="cpu")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_on_zoo_model(method, zoo_model):
+    _, explainer = zoo_model
+    x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
+    e = explainer.explain(x, method, **QUICK.get(method, {}))
+    assert e.attribution.shape == x.shape and e.heatmap.shape == (2, 96, 96)
+    assert np.isfinite(e.attribution).all() and np.isfinite(e.heatmap).all()
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp"])
+def test_cli_on_zoo_model(method, zoo_model, tmp_path, cli):
+    path, _ = zoo_model
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 3, 96, 96), dtype=np.float32))
+    result = cli("explain", path, "--input", tmp_path / "x.npy", "--method", method, "--out", tmp_path / "o.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "o.png").stat().st_size > 0
