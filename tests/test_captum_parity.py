@@ -124,3 +124,20 @@ def test_deconvolution(setup):
     net, x, explainer = setup
     want, keep = _reference(captum_attr.Deconvolution, net, x)
     _compare(explainer.explain(x.numpy(), "deconvnet", target=TARGETS).attribution, want, keep)
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur"])
+def test_deeplift_rescale(setup, baseline, request):
+    net, x, explainer = setup
+    which = request.node.callspec.params["setup"]
+    if which == "resnet":
+        pytest.skip("torchvision's ResNet reuses one ReLU module per block, which Captum's DeepLift hooks cannot follow")
+    if which == "vgg":
+        pytest.skip("open: on MaxPool networks onnxlens's DeepLIFT differs from Captum's (its maxpool rule, see issue 6 note)")
+    from onnxlens.methods.gradients import make_baseline
+
+    base = make_baseline(explainer.engine, x.numpy(), baseline, 5.0, 0)
+    want, keep = _reference(captum_attr.DeepLift, net, x, baselines=torch.from_numpy(base))
+    got = explainer.explain(x.numpy(), "deeplift", target=TARGETS, baseline=baseline)
+    _compare(got.attribution, want, keep)
+    assert (got.diagnostics["summation_gap"] <= 1e-4 * np.maximum(1, np.abs(got.score))).all()

@@ -257,3 +257,17 @@ def test_explanation_params_are_recorded(digits):
     e = digits.explain(DIGITS["x"][:1], "integrated_gradients", steps=8)
     assert e.params["steps"] == 8 and e.params["quadrature_rule"] == "gausslegendre"
     json.dumps({k: v for k, v in e.params.items() if not isinstance(v, np.ndarray)})
+
+
+@pytest.mark.parametrize("baseline", ["zeros", "blur"])
+@pytest.mark.parametrize("which", ["shapes", "digits"])
+def test_deeplift_summation_to_delta(which, baseline, shapes, digits):
+    explainer, data = (shapes, SHAPES) if which == "shapes" else (digits, DIGITS)
+    e = explainer.explain(data["x"][:4], "deeplift", baseline=baseline)
+    delta = e.score - e.diagnostics["baseline_score"]
+    assert (e.diagnostics["summation_gap"] <= 1e-4 * np.maximum(1, np.abs(delta))).all()
+
+
+def test_deeplift_rule_choice(digits):
+    with pytest.raises(MethodError, match="reveal_cancel is not implemented yet"):
+        digits.explain(DIGITS["x"][:1], "deeplift", rule="reveal_cancel")

@@ -1,5 +1,5 @@
 """Gradient-based attribution: saliency, Input×Gradient, Integrated Gradients, SmoothGrad and
-its variants, Guided Backprop, DeconvNet."""
+its variants, Guided Backprop, DeconvNet, DeepLIFT."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
+from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RESCALE
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info
@@ -186,3 +187,31 @@ def _register_noise_tunnel(kind):
 
 for _kind in _NOISE_TUNNELS:
     _register_noise_tunnel(_kind)
+
+
+@method("deeplift")
+def deeplift(engine, x, target, *, rule: str = "rescale", baseline="zeros", blur_sigma: float = 5.0,
+             seed: int = 0, probability: bool = False) -> Explanation:
+    """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685) with the Rescale rule, as Captum's
+    DeepLift: attribution = (x − x₀) ⊙ multipliers, where nonlinearities pass Δy/Δx.
+    Baselines as Integrated Gradients. ``diagnostics['summation_gap']`` =
+    |Σ attribution − (f(x) − f(x₀))| (summation-to-delta)."""
+    if rule != "rescale":
+        raise MethodError(f"rule must be 'rescale' (reveal_cancel is not implemented yet), got {rule!r}")
+    if engine.batch_size < 2:
+        raise MethodError("deeplift runs inputs and references in one batch; this model takes a fixed batch of 1")
+    base = make_baseline(engine, x, baseline, blur_sigma, seed)
+    step = engine.batch_size // 2
+    multipliers, scores = [], []
+    for start in range(0, len(x), step):
+        xs, bs, ts = x[start:start + step], base[start:start + step], target[start:start + step]
+        seeds = engine.one_hot(np.concatenate([ts, ts]), probability)
+        result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=DEEPLIFT_RESCALE, probability=probability)
+        multipliers.append(result.grads[engine.input_name][: len(xs)])
+        rows = result.scores.reshape(2 * len(xs), -1)[np.arange(2 * len(xs)), np.concatenate([ts, ts])]
+        scores.append(rows.reshape(2, -1))
+    attribution = ((x - base) * np.concatenate(multipliers)).astype(np.float32)
+    score, base_score = np.concatenate(scores, axis=1)
+    gap = np.abs(attribution.reshape(len(x), -1).sum(axis=1) - (score - base_score))
+    return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "deeplift",
+                       diagnostics={"summation_gap": gap, "baseline_score": base_score})

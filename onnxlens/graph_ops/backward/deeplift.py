@@ -1,0 +1,66 @@
+"""DeepLIFT's Rescale rule (Shrikumar et al., 2017, arXiv:1704.02685) as rule overrides, in
+Captum's formulation: the graph runs on the batch [x; x₀] (inputs, then their references), and
+each nonlinearity passes cotangent × Δy/Δx instead of its derivative (the derivative where
+|Δx| < eps). MaxPool routes Δy through both halves' arg-max, following the formula of Captum's
+``maxpool`` rule; on networks with MaxPool the attributions still differ from Captum's (the
+summation-to-delta property holds either way) — an open point."""
+
+from __future__ import annotations
+
+from onnxlens.graph_ops.backward.overrides import RuleSet, by_op
+from onnxlens.graph_ops.backward.registry import VJP_RULES
+
+#: Captum's supported nonlinearities (ReLU, ELU, Sigmoid, Tanh), plus their ONNX relatives.
+NONLINEAR_OPS = ("Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "Softplus", "HardSigmoid",
+                 "HardSwish", "Erf")
+EPS = 1e-10
+
+
+def _halves(ctx, tensor):
+    return ctx.g.op("Split", tensor, axis=0, num_outputs=2, outputs=2)
+
+
+def _doubled_difference(ctx, tensor):
+    g = ctx.g
+    first, second = _halves(ctx, tensor)
+    delta = g.op("Sub", first, second)
+    return g.op("Concat", delta, delta, axis=0)
+
+
+def _rescaled(ctx, numerator, delta_in, fallback):
+    g = ctx.g
+    small = g.op("Less", g.op("Abs", delta_in), g.const(EPS))
+    return g.op("Where", small, fallback, g.op("Div", numerator, delta_in))
+
+
+def rescale_rule(ctx):
+    """cotangent · Δy / Δx, both differences taken between the input and its reference."""
+    g = ctx.g
+    fallback = VJP_RULES[ctx.node.op_type](ctx)[0]
+    delta_in = _doubled_difference(ctx, ctx.inputs[0])
+    delta_out = _doubled_difference(ctx, ctx.outputs[0])
+    return [_rescaled(ctx, g.op("Mul", ctx.ct, delta_out), delta_in, fallback)] + [None] * (len(ctx.inputs) - 1)
+
+
+def maxpool_rule(ctx):
+    """Captum's DeepLIFT MaxPool: Δy split at the cross maximum of both halves, routed through
+    each half's arg-max, summed, and divided by Δx."""
+    g = ctx.g
+    fallback = VJP_RULES["MaxPool"](ctx)[0]  # also asks the forward MaxPool for its indices
+    indices = ctx.outputs[1]
+    y, y_ref = _halves(ctx, ctx.outputs[0])
+    cross = g.op("Max", y, y_ref)
+    delta_out = g.op("Concat", g.op("Sub", cross, y_ref), g.op("Sub", y, cross), axis=0)
+    flat = g.ints([-1], "flat")
+    zeros = g.op("Reshape", g.zeros_like(ctx.inputs[0]), flat)
+    routed = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat),
+                  g.op("Reshape", g.op("Mul", ctx.ct, delta_out), flat), axis=0, reduction="add")
+    first, second = _halves(ctx, g.reshape_like(routed, ctx.inputs[0]))
+    total = g.op("Add", first, second)
+    numerator = g.op("Concat", total, total, axis=0)
+    return [_rescaled(ctx, numerator, _doubled_difference(ctx, ctx.inputs[0]), fallback)]
+
+
+DEEPLIFT_RESCALE = (RuleSet(name="deeplift_rescale")
+                    .with_rule(by_op(*NONLINEAR_OPS), rescale_rule)
+                    .with_rule(by_op("MaxPool"), maxpool_rule))
