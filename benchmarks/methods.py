@@ -7,7 +7,6 @@ batch 8, CPU, same thread count, interleaved repetitions; printed as ratios.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -17,16 +16,11 @@ import torchvision
 from captum.attr import IntegratedGradients, LayerGradCam
 
 from onnxlens import Explainer
-from timing import timed  # benchmarks/timing.py
+from timing import model_benchmark_args, timed  # benchmarks/timing.py
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
+    args = model_benchmark_args(__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
     net = torchvision.models.resnet18().eval()
     path = Path(tempfile.mkdtemp()) / "resnet18.onnx"

@@ -7,7 +7,6 @@ batch 8, CPU, same threads, interleaved repetitions; printed as ratios.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,7 +19,7 @@ from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
 from onnxlens import Explainer
-from timing import timed  # benchmarks/timing.py
+from timing import model_benchmark_args, timed  # benchmarks/timing.py
 
 
 def vgg16_shaped():
@@ -31,12 +30,7 @@ def vgg16_shaped():
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batch", type=int, default=8)
-    args = parser.parse_args()
+    args = model_benchmark_args(__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
     models = {"VGG-16-BN (shaped)": vgg16_shaped(), "ResNet-18": (torchvision.models.resnet18(), ResNetCanonizer())}
     print(f"epsilon_plus_flat, {args.size}×{args.size}, batch {args.batch}, {args.threads} thread(s), "

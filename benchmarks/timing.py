@@ -1,6 +1,17 @@
 """Timing helpers shared by the benchmark scripts."""
 
+import argparse
 import time
+
+
+def model_benchmark_args(description: str, repeats: int = 3) -> argparse.Namespace:
+    """The options the model benchmarks share: threads, repeats, input size, batch."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=8)
+    return parser.parse_args()
 
 
 def timed(fn) -> float:

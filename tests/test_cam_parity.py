@@ -11,9 +11,9 @@ torchvision = pytest.importorskip("torchvision")
 gradcam_lib = pytest.importorskip("pytorch_grad_cam")
 captum_attr = pytest.importorskip("captum.attr")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
-from torch import nn  # noqa: E402
 
 from onnxlens import Explainer  # noqa: E402
+from torch_models import export, prepared  # noqa: E402
 
 CLASSES = 5
 TARGETS = [0, 3, 1]
@@ -31,19 +31,10 @@ NETS = {  # constructor, and the module whose output is onnxlens's default layer
 def setup(request, tmp_path_factory):
     torch.manual_seed(0)
     make, layer_of = NETS[request.param]
-    net = make()
-    for m in net.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    net = prepared(make())
     x = torch.rand(3, 3, SIZE, SIZE)
     path = tmp_path_factory.mktemp(request.param) / "m.onnx"
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    export(net, x, path)
     return net, layer_of, x, Explainer(path, device="cpu")
 
 

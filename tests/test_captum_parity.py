@@ -12,6 +12,7 @@ torchvision = pytest.importorskip("torchvision")
 from torch import nn  # noqa: E402
 
 from onnxlens import Explainer  # noqa: E402
+from torch_models import export, prepared  # noqa: E402
 
 CLASSES = 5
 TARGETS = [0, 3, 1, 4]
@@ -39,19 +40,10 @@ MODULES = {"resnet": _resnet_style, "vgg": _vgg_style, "mobilenet": _mobilenet_s
 @pytest.fixture(scope="module", params=list(MODULES))
 def setup(request, tmp_path_factory):
     torch.manual_seed(0)
-    net = MODULES[request.param]()
-    for m in net.modules():
-        if isinstance(m, nn.ReLU):
-            m.inplace = False  # Captum's hooks need out-of-place ReLUs
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    net = prepared(MODULES[request.param]())
     x = torch.rand(4, 3, 32, 32)
     path = tmp_path_factory.mktemp(request.param) / "m.onnx"
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
-                      output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    export(net, x, path)
     return net, x, Explainer(path, device="cpu")
 
 

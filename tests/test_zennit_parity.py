@@ -14,6 +14,7 @@ from zennit.attribution import Gradient  # noqa: E402
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
 
 from onnxlens import Explainer  # noqa: E402
+from torch_models import export, prepared  # noqa: E402
 
 TARGETS = [0, 3, 1]
 COMPOSITES = {
@@ -36,17 +37,10 @@ def _vgg_style():
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     torch.manual_seed(0)
-    net = _vgg_style()
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    net = prepared(_vgg_style())
     x = torch.rand(3, 3, 16, 16)
     path = tmp_path_factory.mktemp("vgg") / "m.onnx"
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}})
+    export(net, x, path)
     return net, x, Explainer(path, device="cpu")
 
 
@@ -54,17 +48,10 @@ def setup(tmp_path_factory):
 def resnet(tmp_path_factory):
     torchvision = pytest.importorskip("torchvision")
     torch.manual_seed(0)
-    net = torchvision.models.resnet18(num_classes=5)
-    for m in net.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            with torch.no_grad():
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    net.eval()
+    net = prepared(torchvision.models.resnet18(num_classes=5))
     x = torch.rand(3, 3, 64, 64)
     path = tmp_path_factory.mktemp("resnet") / "m.onnx"
-    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
-                      dynamic_axes={"x": {0: "n"}})
+    export(net, x, path)
     return net, x, Explainer(path, device="cpu")
 
 

@@ -32,7 +32,7 @@ def mul(ctx):
 
 @vjp_rule("Div")
 def div(ctx):
-    g, (a, b) = ctx.g, ctx.inputs
+    g, b = ctx.g, ctx.inputs[1]
     da = _unbroadcast(ctx, g.op("Div", ctx.ct, b), 0) if ctx.needs[0] else None
     db = None
     if ctx.needs[1]:  # d(a/b)/db = -y/b
@@ -96,7 +96,7 @@ def erf(ctx):
 
 @vjp_rule("Pow")
 def pow_(ctx):
-    g, (x, p) = ctx.g, ctx.inputs
+    g, x = ctx.g, ctx.inputs[0]
     dx = dp = None
     if ctx.needs[0]:  # p · x^(p-1)
         exponent = ctx.require_const(1, "the exponent")

@@ -53,7 +53,7 @@ def _stride1_adjoint(ctx, ct, weight, geo):
 @vjp_rule("ConvTranspose")
 def conv_transpose(ctx):
     """The adjoint of ConvTranspose is the Conv with the same weights and geometry."""
-    x, w = ctx.inputs[0], ctx.inputs[1]
+    w = ctx.inputs[1]
     if ctx.needs[1] or (len(ctx.needs) > 2 and ctx.needs[2]):
         ctx.unsupported("weights or bias depend on the differentiated input")
     if ctx.attr("auto_pad", "NOTSET") != "NOTSET" or ctx.attr("output_shape") is not None:

@@ -1,0 +1,28 @@
+"""Shared set-up for the torch reference tests: eval-mode modules with non-trivial BatchNorm
+statistics, exported the way deployed models usually are. Import only after
+``pytest.importorskip("torch")``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def prepared(net: nn.Module, seed: int = 0) -> nn.Module:
+    """``net`` in eval mode, ReLUs out of place (reference hooks need that), BatchNorm running
+    statistics drawn from ``seed`` so folding BatchNorm is not the identity."""
+    torch.manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return net.eval()
+
+
+def export(net: nn.Module, x: torch.Tensor, path, opset: int = 17) -> None:
+    """TorchScript export with a dynamic batch, input ``x`` and output ``y``."""
+    torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "n"}})
