@@ -8,10 +8,10 @@ import torch
 from torch import nn
 
 
-def prepared(net: nn.Module, seed: int = 0) -> nn.Module:
+def prepared(net: nn.Module) -> nn.Module:
     """``net`` in eval mode, ReLUs out of place (reference hooks need that), BatchNorm running
-    statistics drawn from ``seed`` so folding BatchNorm is not the identity."""
-    torch.manual_seed(seed)
+    statistics drawn from torch's generator (seed it first) so folding BatchNorm is not the
+    identity."""
     for m in net.modules():
         if isinstance(m, nn.ReLU):
             m.inplace = False
