@@ -271,3 +271,13 @@ def test_deeplift_summation_to_delta(which, baseline, shapes, digits):
 def test_deeplift_rule_choice(digits):
     with pytest.raises(MethodError, match="reveal_cancel is not implemented yet"):
         digits.explain(DIGITS["x"][:1], "deeplift", rule="reveal_cancel")
+    with pytest.raises(MethodError, match="maxpool must be 'rescale' or 'gradient'"):
+        digits.explain(DIGITS["x"][:1], "deeplift", maxpool="max")
+
+
+def test_deeplift_maxpool_variants_differ_only_through_maxpool(digits):
+    x = DIGITS["x"][:2]
+    exact = digits.explain(x, "deeplift")
+    captum_like = digits.explain(x, "deeplift", maxpool="gradient")
+    assert not np.allclose(exact.attribution, captum_like.attribution)
+    np.testing.assert_allclose(exact.score, captum_like.score)

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RESCALE
+from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RESCALE, DEEPLIFT_RESCALE_CAPTUM
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info
@@ -190,14 +190,19 @@ for _kind in _NOISE_TUNNELS:
 
 
 @method("deeplift")
-def deeplift(engine, x, target, *, rule: str = "rescale", baseline="zeros", blur_sigma: float = 5.0,
-             seed: int = 0, probability: bool = False) -> Explanation:
-    """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685) with the Rescale rule, as Captum's
-    DeepLift: attribution = (x − x₀) ⊙ multipliers, where nonlinearities pass Δy/Δx.
-    Baselines as Integrated Gradients. ``diagnostics['summation_gap']`` =
-    |Σ attribution − (f(x) − f(x₀))| (summation-to-delta)."""
+def deeplift(engine, x, target, *, rule: str = "rescale", maxpool: str = "rescale", baseline="zeros",
+             blur_sigma: float = 5.0, seed: int = 0, probability: bool = False) -> Explanation:
+    """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685) with the Rescale rule in Captum's
+    formulation: attribution = (x − x₀) ⊙ multipliers, where nonlinearities pass Δy/Δx.
+    ``maxpool="rescale"`` routes Δy through MaxPool (summation-to-delta exact);
+    ``maxpool="gradient"`` keeps MaxPool's gradient, which is what Captum's DeepLift returns for a
+    ReLU followed by MaxPool. Baselines as Integrated Gradients. ``diagnostics['summation_gap']``
+    = |Σ attribution − (f(x) − f(x₀))|."""
     if rule != "rescale":
         raise MethodError(f"rule must be 'rescale' (reveal_cancel is not implemented yet), got {rule!r}")
+    rules = {"rescale": DEEPLIFT_RESCALE, "gradient": DEEPLIFT_RESCALE_CAPTUM}.get(maxpool)
+    if rules is None:
+        raise MethodError(f"maxpool must be 'rescale' or 'gradient', got {maxpool!r}")
     if engine.batch_size < 2:
         raise MethodError("deeplift runs inputs and references in one batch; this model takes a fixed batch of 1")
     base = make_baseline(engine, x, baseline, blur_sigma, seed)
@@ -206,7 +211,7 @@ def deeplift(engine, x, target, *, rule: str = "rescale", baseline="zeros", blur
     for start in range(0, len(x), step):
         xs, bs, ts = x[start:start + step], base[start:start + step], target[start:start + step]
         seeds = engine.one_hot(np.concatenate([ts, ts]), probability)
-        result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=DEEPLIFT_RESCALE, probability=probability)
+        result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=rules, probability=probability)
         multipliers.append(result.grads[engine.input_name][: len(xs)])
         rows = result.scores.reshape(2 * len(xs), -1)[np.arange(2 * len(xs)), np.concatenate([ts, ts])]
         scores.append(rows.reshape(2, -1))

@@ -1,9 +1,13 @@
 """DeepLIFT's Rescale rule (Shrikumar et al., 2017, arXiv:1704.02685) as rule overrides, in
 Captum's formulation: the graph runs on the batch [x; x₀] (inputs, then their references), and
 each nonlinearity passes cotangent × Δy/Δx instead of its derivative (the derivative where
-|Δx| < eps). MaxPool routes Δy through both halves' arg-max, following the formula of Captum's
-``maxpool`` rule; on networks with MaxPool the attributions still differ from Captum's (the
-summation-to-delta property holds either way) — an open point."""
+|Δx| < eps).
+
+MaxPool has two variants. ``DEEPLIFT_RESCALE`` routes Δy through both halves' arg-max with
+Captum's ``maxpool`` formula, which keeps summation-to-delta exact. ``DEEPLIFT_RESCALE_CAPTUM``
+keeps MaxPool's plain gradient: that is what Captum's DeepLift computes when a ReLU precedes the
+MaxPool (the ReLU's hook reads the gradient before the MaxPool hook rewrites it, so the MaxPool
+multipliers are dropped), and then summation-to-delta holds only approximately."""
 
 from __future__ import annotations
 
@@ -61,6 +65,5 @@ def maxpool_rule(ctx):
     return [_rescaled(ctx, numerator, _doubled_difference(ctx, ctx.inputs[0]), fallback)]
 
 
-DEEPLIFT_RESCALE = (RuleSet(name="deeplift_rescale")
-                    .with_rule(by_op(*NONLINEAR_OPS), rescale_rule)
-                    .with_rule(by_op("MaxPool"), maxpool_rule))
+DEEPLIFT_RESCALE_CAPTUM = RuleSet(name="deeplift_rescale_captum").with_rule(by_op(*NONLINEAR_OPS), rescale_rule)
+DEEPLIFT_RESCALE = RuleSet(DEEPLIFT_RESCALE_CAPTUM.entries, "deeplift_rescale").with_rule(by_op("MaxPool"), maxpool_rule)
