@@ -16,7 +16,7 @@ from PIL import Image
 
 from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.registry import MethodError, method, target_scores
 from onnxlens.report.overlay import normalize
 
 
@@ -34,8 +34,14 @@ def _activations_and_grads(engine, x, target, layer, probability):
     a, g = result.tensors[layer].astype(np.float64), result.grads[layer].astype(np.float64)
     if a.ndim != 4:
         raise MethodError(f"layer tensor has shape {a.shape}; CAM methods need a 4-D feature map (N, C, h, w)")
-    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
-    return layer, a, g, score
+    return layer, a, g, target_scores(result.scores, target)
+
+
+def _activations(engine, x, target, layer, probability):
+    """(layer, its activations, target scores) from one forward run, for gradient-free maps."""
+    layer = layer or default_layer(engine)
+    out = engine.forward(x, [layer])
+    return layer, out[layer].astype(np.float64), target_scores(out[engine.score_name(probability)], target)
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -99,9 +105,7 @@ def first_component_projection(maps: np.ndarray) -> np.ndarray:
 def eigencam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
     """Eigen-CAM (Muhammad & Yeasin, 2020, arXiv:2008.00299): the activations' first principal
     component, ReLU'd. Class-agnostic: ``target`` only labels the result."""
-    layer = layer or default_layer(engine)
-    a = engine.forward(x, [layer])[layer].astype(np.float64)
-    score = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)[np.arange(len(x)), target]
+    layer, a, score = _activations(engine, x, target, layer, probability)
     return _finish(engine, x, target, score, "eigencam", layer, np.maximum(first_component_projection(a), 0))
 
 
@@ -117,11 +121,9 @@ def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, probabil
     """FEM, the K-sigma feature explanation method (Fuad et al., 2020, IPTA): channel weight =
     share of positions above mean + k·std; map = ReLU(Σ_k w_k A_k). k = 1 as in the survey
     (pytorch-grad-cam defaults to 2). Gradient-free and class-agnostic."""
-    layer = layer or default_layer(engine)
-    a = engine.forward(x, [layer])[layer].astype(np.float64)
+    layer, a, score = _activations(engine, x, target, layer, probability)
     threshold = a.mean(axis=(2, 3), keepdims=True) + k * a.std(axis=(2, 3), keepdims=True)
     weights = (a > threshold).mean(axis=(2, 3))
-    score = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)[np.arange(len(x)), target]
     return _finish(engine, x, target, score, "fem", layer, np.maximum(_weighted(weights, a), 0), params={"k": k})
 
 
@@ -159,8 +161,7 @@ def cam(engine, x, target, *, layer: str | None = None, probability: bool = Fals
                         tensors=[layer])
     weights = result.grads[pooled].reshape(len(x), -1).astype(np.float64)
     a = result.tensors[layer].astype(np.float64)
-    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
-    return _finish(engine, x, target, score, "cam", layer, _weighted(weights, a))
+    return _finish(engine, x, target, target_scores(result.scores, target), "cam", layer, _weighted(weights, a))
 
 
 _POOLS = ("GlobalAveragePool", "ReduceMean")

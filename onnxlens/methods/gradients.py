@@ -11,14 +11,13 @@ from scipy import ndimage
 from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RESCALE, DEEPLIFT_RESCALE_CAPTUM
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import MethodError, method, method_info
+from onnxlens.methods.registry import MethodError, method, method_info, target_scores
 
 
 def _input_grad(engine, x, target, rules=None, probability=False):
     """(target score per row, gradient of the target score w.r.t. the input)."""
     result = engine.vjp(x, engine.one_hot(target, probability), rules=rules, probability=probability)
-    scores = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
-    return scores, result.grads[engine.input_name]
+    return target_scores(result.scores, target), result.grads[engine.input_name]
 
 
 def max_abs_over_channels(engine, attribution):
@@ -130,8 +129,8 @@ def integrated_gradients(engine, x, target, *, steps: int = 50, quadrature_rule:
         grads = result.grads[engine.input_name].reshape(len(a), *x.shape)
         total += np.tensordot(weights[k:k + chunk], grads.astype(np.float64), axes=1)
     attribution = (delta * total).astype(np.float32)
-    ends = engine.forward(np.concatenate([x, base]))[engine.score_name(probability)].reshape(2 * n, -1)
-    end_scores = ends[np.arange(2 * n), np.tile(target, 2)]
+    ends = engine.forward(np.concatenate([x, base]))[engine.score_name(probability)]
+    end_scores = target_scores(ends, np.tile(target, 2))
     score, base_score = end_scores[:n], end_scores[n:]
     gap = np.abs(attribution.reshape(n, -1).sum(axis=1) - (score - base_score))
     return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "integrated_gradients",
@@ -169,7 +168,7 @@ def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, pr
     else:
         attribution = attrs.var(axis=0)
     attribution = attribution.astype(np.float32)
-    score = engine.forward(x)[engine.score_name(probability)].reshape(len(x), -1)[np.arange(len(x)), target]
+    score = target_scores(engine.forward(x)[engine.score_name(probability)], target)
     return Explanation(attribution, HEATMAP_REDUCTION[base](engine, attribution), target, score, kind, params={"samples": len(noise)})
 
 
@@ -213,8 +212,7 @@ def deeplift(engine, x, target, *, rule: str = "rescale", maxpool: str = "rescal
         seeds = engine.one_hot(np.concatenate([ts, ts]), probability)
         result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=rules, probability=probability)
         multipliers.append(result.grads[engine.input_name][: len(xs)])
-        rows = result.scores.reshape(2 * len(xs), -1)[np.arange(2 * len(xs)), np.concatenate([ts, ts])]
-        scores.append(rows.reshape(2, -1))
+        scores.append(target_scores(result.scores, np.concatenate([ts, ts])).reshape(2, -1))
     attribution = ((x - base) * np.concatenate(multipliers)).astype(np.float32)
     score, base_score = np.concatenate(scores, axis=1)
     gap = np.abs(attribution.reshape(len(x), -1).sum(axis=1) - (score - base_score))

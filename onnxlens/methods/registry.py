@@ -90,6 +90,11 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     return explanation
 
 
+def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Row i's score of class ``target[i]``, from score tensors with one row per input."""
+    return scores.reshape(len(target), -1)[np.arange(len(target)), target]
+
+
 def resolve_targets(engine, x: np.ndarray, target) -> np.ndarray:
     """One class index per row: the given int (or per-row ints), else the arg-max of the score."""
     classes = engine.spec.output().shape[-1] if engine.spec.output().shape else None

@@ -8,7 +8,7 @@ import numpy as np
 from onnxlens.graph_ops.backward.relevance import PRESETS, composite
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.gradients import sum_over_channels
-from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.registry import MethodError, method, target_scores
 
 
 def _relevance(engine, x, target, preset, layer, probability, **rule_params):
@@ -24,7 +24,7 @@ def _relevance(engine, x, target, preset, layer, probability, **rule_params):
     # scaling by the score afterwards equals seeding R = score, without a separate forward pass
     result = engine.vjp(x, engine.one_hot(target, probability), wrt=[engine.input_name, *layers], rules=rules,
                         probability=probability)
-    score = result.scores.reshape(len(x), -1)[np.arange(len(x)), target]
+    score = target_scores(result.scores, target)
     relevance = {name: value * score.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
     attribution = relevance[engine.input_name]
     gaps = {name: np.abs(r.reshape(len(x), -1).sum(axis=1) - score) for name, r in relevance.items()}

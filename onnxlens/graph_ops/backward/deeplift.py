@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from onnxlens.graph_ops.backward.overrides import RuleSet, by_op
 from onnxlens.graph_ops.backward.registry import VJP_RULES
+from onnxlens.graph_ops.backward.rules.pooling import route_to_argmax
 
 #: Captum's supported nonlinearities (ReLU, ELU, Sigmoid, Tanh), plus their ONNX relatives.
 NONLINEAR_OPS = ("Relu", "LeakyRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "Softplus", "HardSigmoid",
@@ -55,11 +56,8 @@ def maxpool_rule(ctx):
     y, y_ref = _halves(ctx, ctx.outputs[0])
     cross = g.op("Max", y, y_ref)
     delta_out = g.op("Concat", g.op("Sub", cross, y_ref), g.op("Sub", y, cross), axis=0)
-    flat = g.ints([-1], "flat")
-    zeros = g.op("Reshape", g.zeros_like(ctx.inputs[0]), flat)
-    routed = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat),
-                  g.op("Reshape", g.op("Mul", ctx.ct, delta_out), flat), axis=0, reduction="add")
-    first, second = _halves(ctx, g.reshape_like(routed, ctx.inputs[0]))
+    routed = route_to_argmax(ctx, indices, g.op("Mul", ctx.ct, delta_out))
+    first, second = _halves(ctx, routed)
     total = g.op("Add", first, second)
     numerator = g.op("Concat", total, total, axis=0)
     return [_rescaled(ctx, numerator, _doubled_difference(ctx, ctx.inputs[0]), fallback)]

@@ -10,11 +10,13 @@ from onnxlens.graph_ops.backward.registry import vjp_rule
 from onnxlens.graph_ops.backward.rules.geometry import window
 
 
-def _scatter_to_argmax(ctx, indices):
+def route_to_argmax(ctx, indices, values=None):
+    """Add each output position's ``values`` (default: the cotangent) at the input position its
+    flat MaxPool index names: the adjoint of max pooling, overlapping windows included."""
     g, x = ctx.g, ctx.inputs[0]
     flat = g.ints([-1], "flat")
     zeros = g.op("Reshape", g.zeros_like(x), flat)
-    dx = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat), g.op("Reshape", ctx.ct, flat),
+    dx = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat), g.op("Reshape", values or ctx.ct, flat),
               axis=0, reduction="add")
     return g.reshape_like(dx, x)
 
@@ -23,14 +25,14 @@ def _scatter_to_argmax(ctx, indices):
 def max_pool(ctx):
     if ctx.attr("storage_order", 0) != 0:
         ctx.unsupported("storage_order=1 is not supported")
-    return [_scatter_to_argmax(ctx, ctx.forward_output(1, "maxpool_indices"))]
+    return [route_to_argmax(ctx, ctx.forward_output(1, "maxpool_indices"))]
 
 
 @vjp_rule("GlobalMaxPool")
 def global_max_pool(ctx):
     spatial = [int(d) for d in ctx.shape(ctx.inputs[0])[2:]]
     _, indices = ctx.g.op("MaxPool", ctx.inputs[0], outputs=2, kernel_shape=spatial)
-    return [_scatter_to_argmax(ctx, indices)]
+    return [route_to_argmax(ctx, indices)]
 
 
 @vjp_rule("GlobalAveragePool")
