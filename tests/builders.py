@@ -38,9 +38,9 @@ def vi(name, shape, elem=TensorProto.FLOAT):
 
 
 def conv_classifier(layout="NCHW", constants_as_nodes=False, channels=3, size=8, classes=4, opset=13,
-                    softmax=False, seed=0):
+                    softmax=False, seed=0, head="gemm"):
     """Conv → Relu → GlobalAveragePool → Flatten → Gemm (→ Softmax), weights drawn from ``seed``, with
-    the given input layout:
+    the given input layout (``head="matmul"``: the dense layer as MatMul + Add, as TensorFlow writes it):
     NCHW, NHWC (Transpose after the input), NHWC-reshape (a Reshape moves a 1-channel last axis)."""
     rng = np.random.default_rng(seed)
     w = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
@@ -62,8 +62,13 @@ def conv_classifier(layout="NCHW", constants_as_nodes=False, channels=3, size=8,
         helper.make_node("Relu", ["c"], ["r"], name="relu"),
         helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap"),
         helper.make_node("Flatten", ["g"], ["f"], name="flatten"),
-        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1),
     ]
+    if head == "gemm":
+        nodes.append(helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc", transB=1))
+    else:
+        weights[2] = ("fc_w", np.ascontiguousarray(weights[2][1].T))
+        nodes += [helper.make_node("MatMul", ["f", "fc_w"], ["fc_out"], name="fc"),
+                  helper.make_node("Add", ["fc_out", "fc_b"], ["logits"], name="fc_bias")]
     out = "logits"
     if softmax:
         nodes.append(helper.make_node("Softmax", ["logits"], ["probs"], name="softmax", axis=1))

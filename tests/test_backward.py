@@ -1,6 +1,7 @@
 """The backward compiler as a whole: pruning, overrides, errors, simplification, real models."""
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 from onnx import helper
@@ -157,6 +158,27 @@ def test_batchnorm_without_a_layer_before_stays():
     weights = [(k, np.ones(3, np.float32)) for k in "somv"]
     model = make_model(nodes, [vi("x", [1, 3, 4, 4])], [vi("y", 4)], weights)
     assert fold_batchnorm(model)[1] == 0
+
+
+def test_fuse_matmul_add_is_exact():
+    from builders import conv_classifier
+    from onnxlens.graph_ops.simplify import fuse_matmul_add
+
+    model = import_model(conv_classifier(head="matmul").SerializeToString()).model
+    fused, count = fuse_matmul_add(model)
+    assert count == 1 and [n.op_type for n in fused.graph.node][-1] == "Gemm"
+    assert not {"MatMul", "Add"} & {n.op_type for n in fused.graph.node}
+    x = f32(2, 3, 8, 8)
+    np.testing.assert_allclose(_run(fused, {"x": x})["logits"], _run(model, {"x": x})["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_fuse_matmul_add_leaves_batched_matmul():
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["y"])]
+    model = make_model(nodes, [vi("x", [2, 3, 4])], [vi("y", 3)], [("w", f32(4, 5)), ("b", f32(5))])
+    model = onnx.shape_inference.infer_shapes(model)
+    from onnxlens.graph_ops.simplify import fuse_matmul_add
+
+    assert fuse_matmul_add(model)[1] == 0
 
 
 def test_drop_noops():

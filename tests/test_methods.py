@@ -259,20 +259,61 @@ def test_explanation_params_are_recorded(digits):
     json.dumps({k: v for k, v in e.params.items() if not isinstance(v, np.ndarray)})
 
 
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
 @pytest.mark.parametrize("baseline", ["zeros", "blur"])
 @pytest.mark.parametrize("which", ["shapes", "digits"])
-def test_deeplift_summation_to_delta(which, baseline, shapes, digits):
+def test_deeplift_summation_to_delta(which, baseline, rule, shapes, digits):
     explainer, data = (shapes, SHAPES) if which == "shapes" else (digits, DIGITS)
-    e = explainer.explain(data["x"][:4], "deeplift", baseline=baseline)
+    e = explainer.explain(data["x"][:4], "deeplift", baseline=baseline, rule=rule)
     delta = e.score - e.diagnostics["baseline_score"]
     assert (e.diagnostics["summation_gap"] <= 1e-4 * np.maximum(1, np.abs(delta))).all()
 
 
 def test_deeplift_rule_choice(digits):
-    with pytest.raises(MethodError, match="reveal_cancel is not implemented yet"):
-        digits.explain(DIGITS["x"][:1], "deeplift", rule="reveal_cancel")
+    with pytest.raises(MethodError, match="rule must be 'rescale' or 'reveal_cancel'"):
+        digits.explain(DIGITS["x"][:1], "deeplift", rule="cancel")
     with pytest.raises(MethodError, match="maxpool must be 'rescale' or 'gradient'"):
         digits.explain(DIGITS["x"][:1], "deeplift", maxpool="max")
+
+
+def test_reveal_cancel_differs_from_rescale(shapes):
+    x = SHAPES["x"][:2]
+    rescale, reveal = (shapes.explain(x, "deeplift", rule=r).attribution for r in ("rescale", "reveal_cancel"))
+    assert np.linalg.norm(rescale - reveal) > 1e-3 * np.linalg.norm(rescale)
+
+
+def _min_network():
+    """o = i₁ − ReLU(i₁ − i₂) = min(i₁, i₂): the DeepLIFT paper's example (Shrikumar et al.,
+    2017, Fig. 3) of where Rescale gives all credit to one input."""
+    from onnx import helper as h
+
+    from builders import make_model, vi
+    from vjp_check import with_run_shapes
+
+    nodes = [h.make_node("Gemm", ["x", "w_diff"], ["z"]), h.make_node("Relu", ["z"], ["h"]),
+             h.make_node("Gemm", ["x", "w_first"], ["a"]), h.make_node("Sub", ["a", "h"], ["o"])]
+    weights = [("w_diff", np.array([[1.0], [-1.0]], np.float32)), ("w_first", np.array([[1.0], [0.0]], np.float32))]
+    model = make_model(nodes, [vi("x", ["N", 2])], [vi("o", ["N", 1])], weights, opset=18)
+    return with_run_shapes(model, {"x": np.zeros((2, 2), np.float32)})
+
+
+@pytest.mark.parametrize("rule, expected", [("rescale", [0.0, 1.0]), ("reveal_cancel", [0.5, 0.5])])
+def test_deeplift_rules_by_hand_on_the_min_network(rule, expected):
+    """x = (3, 1), x₀ = (0, 0): Δz = 2 with Δz⁺ = 3, Δz⁻ = −1, so RevealCancel gives
+    Δh⁺ = ½(3 − 0) + ½(2 − 0) = 2.5 and Δh⁻ = ½(0 − 0) + ½(2 − 3) = −0.5, multipliers 5/6 and
+    1/2: i₁ gets 3 − 2.5 = 0.5 and i₂ gets 0.5; Rescale (multiplier 1) gives (0, 1)."""
+    from onnxlens.graph_ops.backward import append_vjp
+    from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RULES
+    from vjp_check import _session
+
+    vjp = append_vjp(_min_network(), ["o"], ["x"], DEEPLIFT_RULES[(rule, "rescale")])
+    session = _session(vjp.model)
+    x, x0 = np.array([[3.0, 1.0]], np.float32), np.zeros((1, 2), np.float32)
+    names = [o.name for o in session.get_outputs()]
+    grads = session.run(None, {"x": np.concatenate([x, x0]), vjp.seeds["o"]: np.ones((2, 1), np.float32)})
+    attribution = (x - x0) * grads[names.index(vjp.grads["x"])][:1]
+    np.testing.assert_allclose(attribution[0], expected, atol=1e-6)
+    assert attribution.sum() == pytest.approx(1.0)  # min(3, 1) − min(0, 0)
 
 
 def test_deeplift_maxpool_variants_differ_only_through_maxpool(digits):

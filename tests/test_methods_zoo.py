@@ -8,6 +8,8 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")
 
 from onnxlens import Explainer  # noqa: E402
+from onnxlens.graph_ops.backward.relevance import PRESETS  # noqa: E402
+from torch_models import calibrated, export  # noqa: E402
 from onnxlens.methods import METHODS  # noqa: E402
 
 ZOO = {
@@ -22,10 +24,9 @@ QUICK = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 2}, "sm
 @pytest.fixture(scope="module", params=list(ZOO))
 def zoo_model(request, tmp_path_factory):
     torch.manual_seed(0)
-    net = ZOO[request.param]().eval()
+    net = calibrated(ZOO[request.param](), torch.rand(8, 3, 96, 96))
     path = tmp_path_factory.mktemp(request.param) / "m.onnx"
-    torch.onnx.export(net, (torch.rand(1, 3, 96, 96),), str(path), dynamo=False, opset_version=17,
-                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    export(net, torch.rand(1, 3, 96, 96), path)
     return path, Explainer(path, device="cpu")
 
 
@@ -38,10 +39,30 @@ def test_method_on_zoo_model(method, zoo_model):
     assert np.isfinite(e.attribution).all() and np.isfinite(e.heatmap).all()
 
 
-@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp"])
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "deeplift", *(f"lrp:{p}" for p in PRESETS)])
 def test_cli_on_zoo_model(method, zoo_model, tmp_path, cli):
     path, _ = zoo_model
     np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 3, 96, 96), dtype=np.float32))
-    result = cli("explain", path, "--input", tmp_path / "x.npy", "--method", method, "--out", tmp_path / "o.png")
+    method, _, preset = method.partition(":")
+    params = ["--param", f"preset={preset}"] if preset else []
+    result = cli("explain", path, "--input", tmp_path / "x.npy", "--method", method, *params, "--out", tmp_path / "o.png")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "o.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("rule", ["rescale", "reveal_cancel"])
+def test_deeplift_summation_to_delta_on_zoo_model(rule, zoo_model):
+    _, explainer = zoo_model
+    x = np.random.default_rng(1).random((2, 3, 96, 96), dtype=np.float32)
+    e = explainer.explain(x, "deeplift", rule=rule, baseline="blur")
+    delta = e.score - e.diagnostics["baseline_score"]
+    assert (np.abs(delta) > 1e-3).all()  # a change worth explaining
+    assert (e.diagnostics["summation_gap"] <= 1e-4 * np.abs(delta)).all(), (e.diagnostics, delta)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_lrp_preset_on_zoo_model(preset, zoo_model):
+    _, explainer = zoo_model
+    x = np.random.default_rng(2).random((2, 3, 96, 96), dtype=np.float32)
+    e = explainer.explain(x, "lrp", preset=preset)
+    assert np.isfinite(e.attribution).all() and e.attribution.shape == x.shape

@@ -91,12 +91,16 @@ def test_unsupported_op_on_the_relevance_path_is_named():
         explainer.explain(np.zeros((1, 3, 8, 8), np.float32), "lrp")
 
 
-def test_cli_lrp_preset(tmp_path, cli):
-    np.save(tmp_path / "x.npy", _data("digits")[:1])
-    result = cli("explain", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--method", "lrp",
-                 "--param", "preset=epsilon_gamma_box", "--param", "gamma=0.5", "--out", tmp_path / "r.npz")
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("which", list(SHIPPED))
+def test_cli_lrp_every_preset(preset, which, tmp_path, cli):
+    x = _data(which)[:1]
+    np.save(tmp_path / "x.npy", x)
+    result = cli("explain", MODELS / SHIPPED[which][0], "--input", tmp_path / "x.npy", "--method", "lrp",
+                 "--param", f"preset={preset}", "--param", "epsilon=1e-5", "--out", tmp_path / "r.npz")
     assert result.returncode == 0, result.stderr
-    assert np.load(tmp_path / "r.npz")["attribution"].shape == (1, 1, 32, 32)
+    attribution = np.load(tmp_path / "r.npz")["attribution"]
+    assert attribution.shape == x.shape and np.isfinite(attribution).all() and np.abs(attribution).sum() > 0
 
 
 def _dense_layer_relevance(rule, w, b, x, relevance):
@@ -126,3 +130,34 @@ def test_flat_and_wsquare_rules_by_hand():
     square = _dense_layer_relevance(wsquare_rule(), w, b, x, r)
     share = (w ** 2) / ((w ** 2).sum(axis=1) + b ** 2)[:, None]  # Zennit squares the bias too
     np.testing.assert_allclose(square, r @ share, rtol=1e-5)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_dense_layer_as_matmul_plus_add_gets_the_gemm_rules(preset):
+    x = np.random.default_rng(3).random((2, 3, 8, 8), dtype=np.float32)
+    got, want = (Explainer(import_model(conv_classifier(head=head).SerializeToString()), device="cpu")
+                 .explain(x, "lrp", preset=preset, target=[1, 2]).attribution for head in ("matmul", "gemm"))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_epsilon_rule_on_a_batched_matmul_by_hand():
+    """A MatMul over a rank-3 tensor stays MatMul (no Gemm form); its bias Add passes relevance
+    on, so R_in = x ⊙ (R / (xW + ε·sign(xW))) Wᵀ."""
+    from onnx import helper as h
+
+    from builders import make_model, vi
+    from onnxlens.graph_ops.backward import append_vjp
+    from onnxlens.graph_ops.backward.relevance import composite
+    from vjp_check import _session, with_run_shapes
+
+    rng = np.random.default_rng(4)
+    w, b = rng.standard_normal((4, 5)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    x, r = rng.standard_normal((2, 3, 4)).astype(np.float32), rng.standard_normal((2, 3, 5)).astype(np.float32)
+    nodes = [h.make_node("MatMul", ["x", "w"], ["m"]), h.make_node("Add", ["m", "b"], ["y"])]
+    model = with_run_shapes(make_model(nodes, [vi("x", [2, 3, 4])], [vi("y", 3)], [("w", w), ("b", b)]), {"x": x})
+    vjp = append_vjp(model, ["y"], ["x"], composite("epsilon", epsilon=0.1))
+    session = _session(vjp.model)
+    names = [o.name for o in session.get_outputs()]
+    got = session.run(None, {"x": x, vjp.seeds["y"]: r})[names.index(vjp.grads["x"])]
+    z = x @ w
+    np.testing.assert_allclose(got, x * ((r / (z + 0.1 * np.where(z >= 0, 1, -1))) @ w.T), rtol=1e-4, atol=1e-6)

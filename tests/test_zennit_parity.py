@@ -1,4 +1,4 @@
-"""LRP composites against Zennit on the same torch module (BatchNorm merged by Zennit's
+"""LRP composites against Zennit on the same torch modules (VGG-, ResNet- and MobileNet-style) (BatchNorm merged by Zennit's
 canonizer on the torch side, folded by the exporter on ours); Zennit runs in float64.
 Skipped where torch or Zennit is absent."""
 
@@ -34,12 +34,25 @@ def _vgg_style():
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 5))
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def _mobilenet_style():
+    """Depthwise-separable blocks (MobileNet v1): depthwise 3×3 and pointwise 1×1 convolutions,
+    BatchNorm, ReLU6, global average pooling."""
+
+    def unit(c_in, c_out, kernel, stride=1, groups=1):
+        return [nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, groups=groups), nn.BatchNorm2d(c_out), nn.ReLU6()]
+
+    layers = unit(3, 8, 3, stride=2)
+    for c_in, c_out, stride in ((8, 16, 1), (16, 24, 2)):
+        layers += unit(c_in, c_in, 3, stride, groups=c_in) + unit(c_in, c_out, 1)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 5))
+
+
+@pytest.fixture(scope="module", params=["vgg", "mobilenet"])
+def setup(request, tmp_path_factory):
     torch.manual_seed(0)
-    net = prepared(_vgg_style())
+    net = prepared({"vgg": _vgg_style, "mobilenet": _mobilenet_style}[request.param]())
     x = torch.rand(3, 3, 16, 16)
-    path = tmp_path_factory.mktemp("vgg") / "m.onnx"
+    path = tmp_path_factory.mktemp(request.param) / "m.onnx"
     export(net, x, path)
     return net, x, Explainer(path, device="cpu")
 

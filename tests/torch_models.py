@@ -22,6 +22,17 @@ def prepared(net: nn.Module) -> nn.Module:
     return net.eval()
 
 
+def calibrated(net: nn.Module, x: torch.Tensor) -> nn.Module:
+    """``net`` in eval mode with its BatchNorm statistics measured on ``x`` (as training would
+    leave them), so deep random networks neither explode nor saturate."""
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        net.train()(x)
+    return net.eval()
+
+
 def export(net: nn.Module, x: torch.Tensor, path, opset: int = 17) -> None:
     """TorchScript export with a dynamic batch, input ``x`` and output ``y``."""
     torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=opset, input_names=["x"],

@@ -1,5 +1,6 @@
 """Rewrites applied before differentiation: fold inference BatchNorm into the layer before it,
-drop no-op nodes, and pick the score tensor (the logit behind a trailing activation)."""
+fuse a dense MatMul + bias Add into Gemm, drop no-op nodes, and pick the score tensor (the
+logit behind a trailing activation)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,52 @@ def _set_attr(node, name, value):
             node.attribute.remove(attr)
             break
     node.attribute.append(helper.make_attribute(name, value))
+
+
+def fuse_matmul_add(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Replace MatMul(x, W) + Add(·, b) by Gemm(x, W, b) where x is 2-D, W a constant 2-D
+    matrix and b a constant of W's column count (how TensorFlow and some torch exports write a
+    dense layer), so relevance rules see the bias as part of the layer. Exact; returns
+    (model, fused count)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    consts = constant_arrays(graph)
+    ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in (*graph.input, *graph.value_info)
+             if vi.type.tensor_type.HasField("shape")}
+    producers = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    outputs = {o.name for o in graph.output}
+    inits = {t.name: t for t in graph.initializer}
+    drop = set()
+    for add in graph.node:
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for side in (0, 1):
+            index, matmul = producers.get(add.input[side], (None, None))
+            if matmul is None or matmul.op_type != "MatMul":
+                continue
+            weight, bias = consts.get(matmul.input[1]), consts.get(add.input[1 - side])
+            if (weight is None or weight.ndim != 2 or bias is None
+                    or ranks.get(matmul.input[0]) != 2 or consumers.get(add.input[side]) != 1
+                    or add.input[side] in outputs or bias.size != weight.shape[1]
+                    or bias.shape not in ((weight.shape[1],), (1, weight.shape[1]))):
+                continue
+            bias_name = f"{add.input[1 - side]}__gemm_bias"
+            _set_initializer(graph, inits, bias_name, bias.reshape(-1).astype(weight.dtype))
+            gemm = helper.make_node("Gemm", [matmul.input[0], matmul.input[1], bias_name], [add.output[0]],
+                                    name=matmul.name or add.name)
+            add.CopyFrom(gemm)
+            drop.add(index)
+            break
+    if drop:
+        kept = [n for i, n in enumerate(graph.node) if i not in drop]
+        del graph.node[:]
+        graph.node.extend(kept)
+    return out, len(drop)
 
 
 def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:

@@ -8,7 +8,7 @@ import time
 import numpy as np
 from scipy import ndimage
 
-from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RESCALE, DEEPLIFT_RESCALE_CAPTUM
+from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RULES
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info, target_scores
@@ -191,15 +191,18 @@ for _kind in _NOISE_TUNNELS:
 @method("deeplift")
 def deeplift(engine, x, target, *, rule: str = "rescale", maxpool: str = "rescale", baseline="zeros",
              blur_sigma: float = 5.0, seed: int = 0, probability: bool = False) -> Explanation:
-    """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685) with the Rescale rule in Captum's
-    formulation: attribution = (x − x₀) ⊙ multipliers, where nonlinearities pass Δy/Δx.
+    """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685): attribution = (x − x₀) ⊙ multipliers.
+    ``rule="rescale"`` (Captum's formulation): nonlinearities pass Δy/Δx. ``rule="reveal_cancel"``
+    (the paper's Sec. 3.5.3): positive and negative contributions to each layer's pre-activation
+    pass the nonlinearity with their own multipliers, so they no longer cancel unseen.
     ``maxpool="rescale"`` routes Δy through MaxPool (summation-to-delta exact);
-    ``maxpool="gradient"`` keeps MaxPool's gradient, which is what Captum's DeepLift returns for a
-    ReLU followed by MaxPool. Baselines as Integrated Gradients. ``diagnostics['summation_gap']``
-    = |Σ attribution − (f(x) − f(x₀))|."""
-    if rule != "rescale":
-        raise MethodError(f"rule must be 'rescale' (reveal_cancel is not implemented yet), got {rule!r}")
-    rules = {"rescale": DEEPLIFT_RESCALE, "gradient": DEEPLIFT_RESCALE_CAPTUM}.get(maxpool)
+    ``maxpool="gradient"`` keeps MaxPool's gradient; with ``rule="rescale"`` that reproduces
+    Captum's DeepLift, which drops the MaxPool multipliers after a ReLU and has no rule for Clip
+    (ReLU6) or HardSwish. Baselines as Integrated Gradients. ``diagnostics['summation_gap']`` =
+    |Σ attribution − (f(x) − f(x₀))|."""
+    if rule not in ("rescale", "reveal_cancel"):
+        raise MethodError(f"rule must be 'rescale' or 'reveal_cancel', got {rule!r}")
+    rules = DEEPLIFT_RULES.get((rule, maxpool))
     if rules is None:
         raise MethodError(f"maxpool must be 'rescale' or 'gradient', got {maxpool!r}")
     if engine.batch_size < 2:

@@ -12,7 +12,7 @@ from onnxlens.graph_ops.backward.overrides import RuleSet
 from onnxlens.graph_ops.backward.traversal import VjpModel, append_vjp
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.model_spec import ModelSpec
-from onnxlens.graph_ops.simplify import drop_noops, fold_batchnorm, score_tensor
+from onnxlens.graph_ops.simplify import drop_noops, fold_batchnorm, fuse_matmul_add, score_tensor
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,9 @@ class GradientModel:
 
 
 def prepare_for_differentiation(model: onnx.ModelProto) -> onnx.ModelProto:
-    """BatchNorm folded into the layer before it and no-op nodes dropped: the graph every
-    method runs, so inner tensor names are those of this form."""
-    simplified, _ = fold_batchnorm(model)
-    return drop_noops(simplified)[0]
+    """No-op nodes dropped, dense MatMul + Add fused into Gemm and BatchNorm folded into the
+    layer before it: the graph every method runs, so inner tensor names are those of this form."""
+    return fold_batchnorm(fuse_matmul_add(drop_noops(model)[0])[0])[0]
 
 
 def gradient_model(

@@ -7,8 +7,8 @@ nothing of the traversal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -28,6 +28,8 @@ class RuleContext:
     constants: dict[str, np.ndarray]
     elem_types: dict[str, int]  #: tensor → ONNX element type
     nonnegative: frozenset = frozenset()  #: tensors known to hold no negative value (ReLU outputs, …)
+    producers: Mapping[str, onnx.NodeProto] = field(default_factory=dict)  #: tensor → the node computing it
+    consumers: Mapping[str, Sequence[onnx.NodeProto]] = field(default_factory=dict)  #: tensor → nodes reading it
 
     @property
     def inputs(self) -> Sequence[str]:
@@ -45,6 +47,10 @@ class RuleContext:
     def attr(self, name: str, default=None):
         value = node_attr(self.node, name, default)
         return value.decode() if isinstance(value, bytes) else value
+
+    def attrs(self, *exclude: str) -> dict:
+        """The node's attributes as keyword arguments for ``g.op`` (to re-emit the op)."""
+        return {a.name: self.attr(a.name) for a in self.node.attribute if a.name not in exclude}
 
     def shape(self, tensor: str) -> Shape:
         """Static shape of a tensor (the batch may be symbolic); an error if unknown."""

@@ -32,7 +32,6 @@ PASS_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tan
 #: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))``
 #: (Zennit sees no module there and passes the gradient, which does not conserve relevance).
 NORM_OPS = ("Add", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
-LINEAR_OPS = ("Conv", "Gemm")
 PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat",
            "epsilon_gamma_box", "deep_taylor")
 
@@ -65,12 +64,15 @@ def epsilon_rule(epsilon: float):
     return rule
 
 
-class _Layer:
-    """A Conv or Gemm node's forward and adjoint with replaced parameters, inside a rule."""
+class LinearLayer:
+    """A Conv, Gemm or MatMul (constant 2-D right operand; its bias Add is a separate node)
+    node's forward and adjoint with replaced parameters, inside a rule."""
 
     def __init__(self, ctx):
         self.ctx = ctx
         self.weight = ctx.require_const(1, "the weight")
+        if ctx.node.op_type == "MatMul" and self.weight.ndim != 2:
+            ctx.unsupported("relevance rules need a 2-D constant right operand")
         bias_name = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] else None
         self.bias = ctx.require_const(2, "the bias") if bias_name else None
         if ctx.node.op_type == "Gemm" and self.bias is not None:
@@ -78,14 +80,18 @@ class _Layer:
 
     def forward(self, x: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
         ctx, g = self.ctx, self.ctx.g
-        attrs = {a.name: ctx.attr(a.name) for a in ctx.node.attribute if a.name != "beta"}
+        attrs = ctx.attrs("beta")
         inputs = [x, g.const(weight, "lrp_weight", weight.dtype)]
         if bias is not None:
             inputs.append(g.const(np.broadcast_to(bias, self.bias.shape).astype(weight.dtype), "lrp_bias", weight.dtype))
         return g.op(ctx.node.op_type, *inputs, **attrs)
 
     def adjoint(self, ct: str, weight: np.ndarray) -> str:
-        return (conv_adjoint if self.ctx.node.op_type == "Conv" else gemm_adjoint)(self.ctx, ct, weight)
+        op = self.ctx.node.op_type
+        if op == "MatMul":
+            return self.ctx.g.op("MatMul", ct, self.ctx.g.const(np.ascontiguousarray(weight.T), "lrp_weight_t",
+                                                                 weight.dtype))
+        return (conv_adjoint if op == "Conv" else gemm_adjoint)(self.ctx, ct, weight)
 
     def pos(self, a):
         return None if a is None else np.maximum(a, 0)
@@ -121,7 +127,7 @@ def _result(ctx, relevance):
 
 def zplus_rule(stabilizer: float = 1e-6):
     def rule(ctx):
-        layer, g = _Layer(ctx), ctx.g
+        layer, g = LinearLayer(ctx), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
         return _result(ctx, _signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer))
@@ -134,7 +140,7 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1
         raise ValueError(f"alpha and beta must be non-negative with alpha - beta = 1, got {alpha}, {beta}")
 
     def rule(ctx):
-        layer, g = _Layer(ctx), ctx.g
+        layer, g = LinearLayer(ctx), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
 
@@ -147,7 +153,7 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1
 
 def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
     def rule(ctx):
-        layer, g = _Layer(ctx), ctx.g
+        layer, g = LinearLayer(ctx), ctx.g
         xp, xn = _split_inputs(ctx)
         w, b = layer.weight, layer.bias
         up = lambda a: None if a is None else a + gamma * np.maximum(a, 0)  # noqa: E731
@@ -165,7 +171,7 @@ def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
 
 def zbox_rule(low, high, stabilizer: float = 1e-6):
     def rule(ctx):
-        layer, g = _Layer(ctx), ctx.g
+        layer, g = LinearLayer(ctx), ctx.g
         x = ctx.inputs[0]
         bounds = []
         for value in (low, high):
@@ -187,7 +193,7 @@ def _constant_input_rule(transform, keep_bias: bool, stabilizer: float):
     """Flat and w²: inputs replaced by ones, weights by ``transform(W)``; no input factor."""
 
     def rule(ctx):
-        layer, g = _Layer(ctx), ctx.g
+        layer, g = LinearLayer(ctx), ctx.g
         ones = g.op("Add", g.zeros_like(ctx.inputs[0]), g.const(1.0))
         w = transform(layer.weight)
         b = transform(layer.bias) if keep_bias and layer.bias is not None else None
@@ -229,4 +235,4 @@ def composite(preset: str, *, epsilon: float = 1e-6, gamma: float = 0.25, alpha:
     return (rules.with_rule(by_op(*PASS_OPS), pass_rule)
             .with_rule(by_op(*NORM_OPS), epsilon_rule(stabilizer))
             .with_rule(by_op("Conv"), conv_rule)
-            .with_rule(by_op("Gemm"), dense_rule))
+            .with_rule(by_op("Gemm", "MatMul"), dense_rule))

@@ -57,6 +57,11 @@ def append_vjp(
     rules = rules or RuleSet()
     chosen = _choose_rules(nodes, rules)
     nonnegative = nonnegative_tensors(graph, constants)
+    producers = {o: node for node in graph.node for o in node.output if o}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for i in dict.fromkeys(node.input):
+            consumers.setdefault(i, []).append(node)
 
     g = Emitter(NameAllocator(out))
     contributions: dict[str, list[str]] = {}
@@ -72,7 +77,7 @@ def append_vjp(
             if ct is not None:
                 contributions[o] = [ct]
         needs = [bool(i) and i in active for i in node.input]
-        ctx = RuleContext(node, cts, needs, g, shapes, constants, elem_types, nonnegative)
+        ctx = RuleContext(node, cts, needs, g, shapes, constants, elem_types, nonnegative, producers, consumers)
         results = list(chosen[id(node)](ctx))
         for i, (name, need) in enumerate(zip(node.input, needs)):
             ct = results[i] if i < len(results) else None
