@@ -16,22 +16,12 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Fold every BatchNormalization that directly follows a Conv or Gemm with constant
     weights (and is that layer's only consumer) into the layer; returns (model, folded count).
     BatchNorms that cannot be folded exactly stay as their own affine op."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    consts = constant_arrays(graph)
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers[i] = consumers.get(i, 0) + 1
-    outputs = {o.name for o in graph.output}
-    inits = {t.name: t for t in graph.initializer}
+    out, graph, consts, producers, consumers, outputs, inits = _rewrite_facts(model)
     drop, folded = set(), 0
     for index, bn in enumerate(graph.node):
         if bn.op_type != "BatchNormalization" or any(bn.output[1:]):
             continue
-        layer = producers.get(bn.input[0])
+        layer = producers.get(bn.input[0], (None, None))[1]
         params = [consts.get(name) for name in bn.input[1:5]]
         if layer is None or layer.op_type not in ("Conv", "Gemm") or any(p is None for p in params):
             continue
@@ -52,13 +42,33 @@ def fold_batchnorm(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         if layer.op_type == "Gemm":
             _set_attr(layer, "beta", 1.0)
         layer.output[0] = bn.output[0]
-        drop.add(index)  # positions: protobuf wrappers have no stable identity
+        drop.add(index)
         folded += 1
-    if folded:
-        kept = [n for i, n in enumerate(graph.node) if i not in drop]
+    _drop_nodes(graph, drop)
+    return out, folded
+
+
+def _rewrite_facts(model):
+    """A copy of ``model`` to rewrite, with (graph, constants, tensor → (index, producer),
+    tensor → consumer count, graph output names, name → initializer)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    producers = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
+    consumers: dict[str, int] = {}
+    for n in graph.node:
+        for name in n.input:
+            consumers[name] = consumers.get(name, 0) + 1
+    inits = {t.name: t for t in graph.initializer}
+    return out, graph, constant_arrays(graph), producers, consumers, {o.name for o in graph.output}, inits
+
+
+def _drop_nodes(graph, indices):
+    """Remove the nodes at ``indices`` (positions: protobuf wrappers have no stable identity)."""
+    if indices:
+        kept = [n for i, n in enumerate(graph.node) if i not in indices]
         del graph.node[:]
         graph.node.extend(kept)
-    return out, folded
 
 
 def _fold_into(layer, factor, offset, consts):
@@ -105,19 +115,9 @@ def fuse_matmul_add(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     matrix and b a constant of W's column count (how TensorFlow and some torch exports write a
     dense layer), so relevance rules see the bias as part of the layer. Exact; returns
     (model, fused count)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    graph = out.graph
-    consts = constant_arrays(graph)
+    out, graph, consts, producers, consumers, outputs, inits = _rewrite_facts(model)
     ranks = {vi.name: len(vi.type.tensor_type.shape.dim) for vi in (*graph.input, *graph.value_info)
              if vi.type.tensor_type.HasField("shape")}
-    producers = {o: (i, n) for i, n in enumerate(graph.node) for o in n.output}
-    consumers: dict[str, int] = {}
-    for n in graph.node:
-        for name in n.input:
-            consumers[name] = consumers.get(name, 0) + 1
-    outputs = {o.name for o in graph.output}
-    inits = {t.name: t for t in graph.initializer}
     drop = set()
     for add in graph.node:
         if add.op_type != "Add" or len(add.input) != 2:
@@ -139,10 +139,7 @@ def fuse_matmul_add(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             add.CopyFrom(gemm)
             drop.add(index)
             break
-    if drop:
-        kept = [n for i, n in enumerate(graph.node) if i not in drop]
-        del graph.node[:]
-        graph.node.extend(kept)
+    _drop_nodes(graph, drop)
     return out, len(drop)
 
 
