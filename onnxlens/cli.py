@@ -103,7 +103,8 @@ def explain(
 
     from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info
-    from onnxlens.pipelines.images import Preprocessing, displayable, list_images, load_image
+    from onnxlens.evaluation.maps import displayable
+    from onnxlens.pipelines.images import Preprocessing, list_images, load_image
     from onnxlens.report.overlay import save_overlay
 
     params = _parse_params(param)
@@ -158,6 +159,148 @@ def explain(
     explanation = explainer.explain(batch, method, target, **params)
     write(out, batch[0], explanation)
     typer.echo(f"{method}: class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")
+
+
+def _load_array(path: Path, key: Optional[str], what: str):
+    """An array from a .npy file, or from a .npz by ``key`` (default: its only array, or ``x``)."""
+    import numpy as np
+
+    if not path.exists():
+        raise OnnxLensError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise OnnxLensError(f"cannot read {str(path)!r} as .npy/.npz: {exc}") from None
+    if not hasattr(data, "files"):
+        return data
+    with data:
+        names = list(data.files)
+        chosen = key or (names[0] if len(names) == 1 else "x" if what == "input" and "x" in names else None)
+        if chosen not in names:
+            raise OnnxLensError(f"{str(path)!r} holds {', '.join(names)}; name the {what} array with "
+                                f"--{'input' if what == 'input' else 'masks'}-key")
+        return data[chosen]
+
+
+def _inputs(input: Path, key: Optional[str], spec, prep):
+    """A batch from a .npy/.npz array, an image file, or a folder of images."""
+    import numpy as np
+
+    from onnxlens.pipelines.images import list_images, load_image
+
+    if input.is_dir():
+        images = list_images(input)
+        if not images:
+            raise OnnxLensError(f"no images found in {str(input)!r}")
+        return np.stack([load_image(p, spec, prep) for p in images])
+    if input.suffix.lower() in (".npy", ".npz"):
+        return _load_array(input, key, "input")
+    if not input.exists():
+        raise OnnxLensError(f"input {str(input)!r} does not exist")
+    return load_image(input, spec, prep)[None]
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Path to an .onnx file.")],
+    input: Annotated[Path, typer.Option("--input", help=".npy/.npz shaped for the model, an image, or a folder.")],
+    method: Annotated[str, typer.Option(help="Method name(s), comma-separated.")] = "gradient",
+    metric: Annotated[Optional[str], typer.Option(help="Metric name(s), comma-separated (default: all that apply).")] = None,
+    out: Annotated[Path, typer.Option(help="Results file (.json).")] = Path("evaluation.json"),
+    masks: Annotated[Optional[Path], typer.Option(help="Ground-truth masks: .npy or .npz, N×H×W.")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="Ground-truth boxes: JSON, per image a list of [x0, y0, x1, y1].")] = None,
+    input_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz input.")] = None,
+    masks_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz of masks.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N inputs.")] = None,
+    target: Annotated[Optional[int], typer.Option(help="Class to explain (default: the predicted class).")] = None,
+    param: Annotated[list[str], typer.Option(help="NAME.key=value for a method or metric (repeatable).")] = [],  # noqa: B006
+    baselines: Annotated[bool, typer.Option(help="Score model-free saliency baselines beside the methods.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
+    mean: Annotated[Optional[str], typer.Option(help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
+    std: Annotated[Optional[str], typer.Option(help="Images: per-channel std.")] = None,
+    channel_order: Annotated[str, typer.Option(help="Images: rgb or bgr.")] = "rgb",
+    value_range: Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")] = "0-1",
+    layout: Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+) -> None:
+    """Explain inputs with one or more methods and score the explanations (faithfulness,
+    localization, complexity, agreement, model-free baselines) into a JSON file."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from onnxlens.evaluation import DEFAULT_METRICS, evaluate as run_evaluation, metric_info
+    from onnxlens.evaluation.baselines import BASELINES
+    from onnxlens.evaluation.registry import MetricError
+    from onnxlens.methods import Explainer
+    from onnxlens.methods.registry import coerce_params, method_info, run_method
+    from onnxlens.pipelines.images import Preprocessing
+
+    if out.suffix.lower() != ".json":
+        raise OnnxLensError(f"--out must end in .json, got {str(out)!r}")
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    metrics = [m.strip() for m in metric.split(",") if m.strip()] if metric else None
+    grouped: dict[str, dict] = {}
+    for key, value in _parse_params(param).items():
+        name, dot, field = key.partition(".")
+        if not dot or not field:
+            raise OnnxLensError(f"--param takes NAME.key=value (a method or metric name), got {key!r}")
+        grouped.setdefault(name, {})[field] = value
+    for name in methods:
+        method_info(name)
+    for name in metrics or []:
+        metric_info(name)
+    for name, values in grouped.items():
+        if name in methods:
+            grouped[name] = coerce_params(method_info(name), values)
+        elif name in (metrics or DEFAULT_METRICS):
+            grouped[name] = coerce_params(metric_info(name), values, "metric", MetricError)
+        else:
+            raise OnnxLensError(f"--param names {name!r}, which is neither a chosen method nor a chosen metric")
+    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
+    spec = explainer.model.spec.image_input
+    x = explainer.engine.check_input(_inputs(input, input_key, spec, Preprocessing(_floats(mean), _floats(std),
+                                                                                  channel_order, value_range)))
+    if limit is not None:
+        x = x[:limit]
+    truth = None
+    if masks is not None:
+        truth = _load_array(masks, masks_key, "masks")[: len(x)]
+    box_list = None
+    if boxes is not None:
+        try:
+            box_list = json.loads(boxes.read_text())[: len(x)]
+        except (OSError, ValueError) as exc:
+            raise OnnxLensError(f"cannot read boxes from {str(boxes)!r}: {exc}") from None
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("explaining", total=len(methods))
+        explanations = {}
+        for name in methods:
+            bar.update(task, description=f"explain · {name}")
+            explanations[name] = run_method(name, explainer.engine, x, target, **grouped.get(name, {}))
+            bar.advance(task)
+
+        def progress(label, done, total):
+            bar.update(task, description=label, completed=done, total=total)
+
+        results = run_evaluation(explainer.engine, x, explanations, metrics, truth, box_list,
+                                 params={k: v for k, v in grouped.items() if k not in methods},
+                                 baselines=tuple(BASELINES) if baselines else (), seed=seed, progress=progress)
+    results["model_file"] = model.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=True, allow_nan=False))
+    tmp.replace(out)
+    table = Table(title=f"{len(x)} input(s) · means", title_justify="left")
+    table.add_column("metric")
+    columns = list(dict.fromkeys(label for entry in results["metrics"].values() for label in entry["results"]))
+    for label in columns:
+        table.add_column(_safe(label), justify="right")
+    for name, entry in results["metrics"].items():
+        cells = [entry["results"].get(label, {}).get("mean") for label in columns]
+        table.add_row(name, *("–" if v is None else f"{v:.3g}" for v in cells))
+    Console(width=max(100, Console().width), highlight=False).print(table)
+    typer.echo(f"wrote {out}")
 
 
 def _safe(value) -> Text:

@@ -47,13 +47,15 @@ def method_info(name: str) -> MethodInfo:
     return METHODS[name]
 
 
-def coerce_params(info: MethodInfo, raw: dict) -> dict:
-    """Check parameter names and turn command-line strings into the defaults' types."""
+def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type = None) -> dict:
+    """Check parameter names and turn command-line strings into the defaults' types (``info``:
+    anything with ``name`` and ``defaults``, e.g. a metric's)."""
+    error = error or MethodError
     unknown = sorted(set(raw) - set(info.defaults))
     if unknown:
         accepted = ", ".join(sorted(info.defaults)) or "none"
-        raise MethodError(f"method {quote(info.name)} has no parameter {', '.join(map(quote, unknown))}; "
-                          f"its parameters: {accepted}")
+        raise error(f"{kind} {quote(info.name)} has no parameter {', '.join(map(quote, unknown))}; "
+                    f"its parameters: {accepted}")
     out = {}
     for key, value in raw.items():
         default = info.defaults[key]
@@ -72,8 +74,8 @@ def coerce_params(info: MethodInfo, raw: dict) -> dict:
             else:
                 out[key] = value
         except ValueError:
-            raise MethodError(f"parameter {quote(key)} of {quote(info.name)} takes a "
-                              f"{type(default).__name__}, got {quote(value)}") from None
+            raise error(f"parameter {quote(key)} of {quote(info.name)} takes a "
+                        f"{type(default).__name__}, got {quote(value)}") from None
     return out
 
 

@@ -1,4 +1,4 @@
-"""Turn image files into model-ready arrays (and back into displayable pictures)."""
+"""Turn image files into model-ready arrays."""
 
 from __future__ import annotations
 
@@ -56,13 +56,3 @@ def load_image(path: Path, spec: InputSpec, prep: Preprocessing = Preprocessing(
         pixels = pixels / np.asarray(prep.std, np.float32)
     row = pixels if spec.layout == "NHWC" else pixels.transpose(2, 0, 1)
     return np.ascontiguousarray(row, dtype=np.float32)
-
-
-def displayable(row: np.ndarray, layout: str) -> np.ndarray:
-    """An input row as an H×W×3 picture in [0, 1] (min–max scaled: preprocessing unknown)."""
-    hwc = row if layout == "NHWC" else np.moveaxis(row, 0, -1)
-    if hwc.shape[-1] == 1:
-        hwc = np.repeat(hwc, 3, axis=-1)
-    hwc = hwc[..., :3].astype(np.float64)
-    lo, hi = hwc.min(), hwc.max()
-    return (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)

@@ -1,0 +1,185 @@
+"""``evaluate``: run metrics over explanations of one batch, beside model-free baselines, into
+one JSON-ready result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+from onnxlens import __version__
+from onnxlens.errors import quote
+from onnxlens.evaluation import agreement as agreement_measures
+from onnxlens.evaluation.baselines import BASELINES, baseline_maps
+from onnxlens.evaluation.maps import boxes_to_masks, input_size
+from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, jsonable, metric_info, run_metric
+from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.registry import run_method
+from onnxlens.runtime.engine import Engine
+from onnxlens.runtime.model_import import ImportedModel, import_model
+
+SCHEMA = "onnxlens.evaluation/1"
+#: What runs when no metric is named: everything that needs no re-explaining or retraining.
+DEFAULT_METRICS = ("deletion", "insertion", "pixel_flipping", "faithfulness_correlation", "infidelity",
+                   "pointing_game", "iou", "relevance_mass", "relevance_rank", "top_k_intersection",
+                   "sparseness", "complexity", "completeness", "cost")
+#: Metric families that also score the model-free baselines, so each method is shown beside them.
+BASELINE_FAMILIES = ("localization",)
+BASELINE_PREFIX = "baseline:"
+
+
+def _engine(model) -> Engine:
+    if isinstance(model, Engine):
+        return model
+    if hasattr(model, "engine") and isinstance(model.engine, Engine):  # an Explainer
+        return model.engine
+    if isinstance(model, (ImportedModel, str, bytes, os.PathLike)):
+        return Engine(model if isinstance(model, ImportedModel) else import_model(model))
+    raise MetricError(f"cannot evaluate a {type(model).__name__}; pass an Engine, Explainer, ImportedModel or path")
+
+
+def _explanations(engine, x, explanations, target) -> dict[str, Explanation]:
+    """Name → Explanation: given ones keep their method name (numbered when repeated); names
+    of methods are run with their defaults."""
+    if isinstance(explanations, (Explanation, str)):
+        explanations = [explanations]
+    items = explanations.items() if isinstance(explanations, Mapping) else [(None, e) for e in explanations]
+    out: dict[str, Explanation] = {}
+    for name, e in items:
+        if isinstance(e, str):
+            e = run_method(e, engine, x, target)
+        if not isinstance(e, Explanation):
+            raise MetricError(f"explanations must be Explanation objects or method names, got {type(e).__name__}")
+        if len(e.attribution) != len(x):
+            raise MetricError(f"the {e.method} explanation covers {len(e.attribution)} inputs, not {len(x)}")
+        key = name or e.method
+        count = 2
+        while key in out:
+            key, count = f"{name or e.method}#{count}", count + 1
+        out[key] = e
+    if not out:
+        raise MetricError("nothing to evaluate: give at least one explanation or method name")
+    return out
+
+
+def _masks(engine, x, masks, boxes):
+    size = input_size(engine)
+    if masks is not None and boxes is not None:
+        raise MetricError("give masks or boxes, not both")
+    if boxes is not None:
+        return boxes_to_masks(boxes, len(x), size)
+    if masks is None:
+        return None
+    masks = np.asarray(masks)
+    if masks.shape != (len(x), *size):
+        raise MetricError(f"masks have shape {masks.shape}; expected {(len(x), *size)} (one H×W mask per input)")
+    return masks.astype(bool)
+
+
+def _baseline_explanations(engine, x, names) -> dict[str, Explanation]:
+    maps = baseline_maps(x, engine.spec.image_input.layout, names)
+    zeros = np.zeros(len(x), np.int64)
+    return {f"{BASELINE_PREFIX}{name}": Explanation(np.zeros_like(x), m, zeros, np.zeros(len(x)), name)
+            for name, m in maps.items()}
+
+
+def evaluate(
+    model,
+    inputs: np.ndarray,
+    explanations,
+    metrics: Sequence[str] | None = None,
+    masks: np.ndarray | None = None,
+    boxes: Sequence | None = None,
+    *,
+    params: Mapping[str, Mapping] | None = None,
+    baselines: Sequence[str] = tuple(BASELINES),
+    reference: np.ndarray | None = None,
+    target=None,
+    seed: int = 0,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict:
+    """Evaluate explanations of ``inputs`` (a batch shaped for the model).
+
+    ``explanations``: Explanation objects (a list, or a dict name → Explanation) or method names
+    (run with their defaults for ``target``). ``progress(label, done, total)`` is called before
+    each metric run. ``metrics``: names (default: ``DEFAULT_METRICS``,
+    minus those needing masks when none are given). ``masks`` (N×H×W) or ``boxes`` (per image,
+    a list of (x0, y0, x1, y1)) are the ground truth of localization; ``params`` maps a metric
+    to its parameters; ``reference`` (N×H×W, e.g. eye-tracking fixations) adds each map's
+    agreement with it. Localization also scores the model-free ``baselines``, and agreement is
+    measured between every pair of maps. Returns plain dicts and lists (JSON-ready).
+    """
+    engine = _engine(model)
+    x = engine.check_input(inputs)
+    ctx = EvalContext(engine, x, _masks(engine, x, masks, boxes), seed)
+    params = dict(params or {})
+    chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if ctx.masks is not None
+                                            or not METRICS[m].needs_masks]
+    for name in chosen:
+        info = metric_info(name)
+        if info.needs_masks and ctx.masks is None:
+            raise MetricError(f"metric {quote(name)} needs masks or boxes")
+    unknown = sorted(set(params) - set(chosen))
+    if unknown:
+        raise MetricError(f"parameters given for metric(s) not run: {', '.join(map(quote, unknown))}")
+    explained = _explanations(engine, x, explanations, target)
+    model_free = _baseline_explanations(engine, x, baselines) if baselines else {}
+
+    subjects = {name: {**explained, **(model_free if metric_info(name).family in BASELINE_FAMILIES else {})}
+                for name in chosen}
+    total, done = sum(map(len, subjects.values())), 0
+    results: dict[str, dict] = {}
+    for name in chosen:
+        info = metric_info(name)
+        entry = {"family": info.family, "summary": info.summary, "results": {}}
+        for label, e in subjects[name].items():
+            if progress:
+                progress(f"{name} · {label}", done, total)
+            entry["results"][label] = run_metric(name, ctx, e, **params.get(name, {}))
+            done += 1
+        results[name] = entry
+
+    maps = {label: e.heatmap for label, e in {**explained, **model_free}.items()}
+    return {
+        "schema": SCHEMA,
+        "onnxlens_version": __version__,
+        "model_sha256": engine.model.sha256,
+        "n_images": len(x),
+        "seed": seed,
+        "targets": {label: jsonable(e.target) for label, e in explained.items()},
+        "explanations": {label: {"method": e.method, "params": _plain_params(e.params)}
+                         for label, e in explained.items()},
+        "baselines": [f"{BASELINE_PREFIX}{b}" for b in baselines],
+        "metrics": results,
+        "agreement": _agreement(maps, list(explained), reference),
+    }
+
+
+def _plain_params(p: dict) -> dict:
+    return jsonable({k: ("<array>" if isinstance(v, np.ndarray) else v) for k, v in p.items()})
+
+
+def _agreement(maps: dict[str, np.ndarray], explained: list[str], reference) -> dict:
+    """Every explanation against every other map (explanations and baselines), and against the
+    reference map when given."""
+    pairs = {}
+    for i, a in enumerate(explained):
+        for b in [m for m in maps if m not in explained[: i + 1]]:
+            pairs[f"{a} | {b}"] = _summarized(agreement_measures.compare(maps[a], maps[b]))
+    if reference is not None:
+        reference = np.asarray(reference)
+        for label, m in maps.items():
+            if reference.shape != m.shape:
+                raise MetricError(f"reference maps have shape {reference.shape}; the heatmaps {m.shape}")
+            pairs[f"reference | {label}"] = _summarized(agreement_measures.compare(reference, m))
+    return {"measures": list(agreement_measures.MEASURES), "higher_is_closer": agreement_measures.HIGHER_IS_CLOSER,
+            "pairs": pairs}
+
+
+def _summarized(values: dict[str, np.ndarray]) -> dict:
+    out = {}
+    for name, v in values.items():
+        finite = v[np.isfinite(v)]
+        out[name] = {"mean": float(finite.mean()) if finite.size else None, "per_image": jsonable(v)}
+    return out

@@ -1,0 +1,104 @@
+"""What perturbation metrics share: the model's class score on many perturbed copies of an
+input (batched through one compiled graph), saliency orderings, substrates and masks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy import ndimage
+from scipy.integrate import trapezoid
+from scipy.special import softmax
+
+from onnxlens.errors import quote
+from onnxlens.evaluation.registry import MetricError
+
+SCORES = ("probability", "logit")
+
+
+def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probability") -> np.ndarray:
+    """Row i's score of class ``target[i]``: the model's probability (its own trailing Softmax
+    or Sigmoid when it has one, else the softmax of its logits) or the logit."""
+    if score not in SCORES:
+        raise MetricError(f"score must be one of {', '.join(SCORES)}, got {quote(score)}")
+    out = engine.forward(x)
+    logits = out[engine.score_name()].reshape(len(x), -1)
+    spec = engine.spec.output()
+    if score == "logit":
+        values = logits
+    elif spec.activation in ("Softmax", "Sigmoid"):
+        values = out[spec.name].reshape(len(x), -1)
+    elif spec.activation == "LogSoftmax":
+        values = np.exp(out[spec.name].reshape(len(x), -1))
+    else:
+        values = softmax(logits.astype(np.float64), axis=1)
+    return values[np.arange(len(x)), target].astype(np.float64)
+
+
+def scores_of_variants(engine, count: int, variants: Callable[[int], np.ndarray], target: np.ndarray,
+                       score: str = "probability") -> np.ndarray:
+    """(count, K) scores: ``variants(i)`` gives K perturbed copies of input i, all scored for
+    ``target[i]``; copies of several inputs share session runs."""
+    out, rows, row_targets = [], [], []
+    for i in range(count):
+        rows.append(variants(i))
+        row_targets.append(np.full(len(rows[-1]), target[i]))
+        if sum(map(len, rows)) >= 4 * engine.batch_size or i == count - 1:
+            out.append(class_score(engine, np.concatenate(rows), np.concatenate(row_targets), score))
+            rows, row_targets = [], []
+    return np.concatenate(out).reshape(count, -1)
+
+
+def pixel_mask(engine, mask: np.ndarray) -> np.ndarray:
+    """A (…, H, W) boolean mask shaped to broadcast over input rows (channels added)."""
+    return mask[..., None, :, :] if engine.channel_axis == 1 else mask[..., None]
+
+
+def order_by_saliency(heatmap: np.ndarray, most_relevant_first: bool = True) -> np.ndarray:
+    """Pixel indices (flattened H×W) from the most (or least) salient; ties keep raster order."""
+    flat = heatmap.reshape(-1).astype(np.float64)
+    return np.argsort(-flat if most_relevant_first else flat, kind="stable")
+
+
+def step_masks(order: np.ndarray, shape: tuple, steps: int) -> np.ndarray:
+    """(steps + 1, H, W) booleans: mask k covers the first round(k·n/steps) pixels of ``order``."""
+    rank = np.empty(order.size, np.int64)
+    rank[order] = np.arange(order.size)
+    counts = np.round(np.linspace(0, order.size, steps + 1)).astype(np.int64)
+    return (rank[None, :] < counts[:, None]).reshape(steps + 1, *shape)
+
+
+def spatial_axes(engine) -> tuple[int, int]:
+    """The H and W axes of an input batch."""
+    return (2, 3) if engine.channel_axis == 1 else (1, 2)
+
+
+def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int = 11) -> np.ndarray:
+    """A Gaussian blur over H and W with a ``kernel``-wide window (RISE: kernel 11, σ 5)."""
+    sigmas = [0.0] * x.ndim
+    for axis in spatial_axes(engine):
+        sigmas[axis] = sigma
+    radius = (kernel - 1) // 2
+    return ndimage.gaussian_filter(x, sigmas, truncate=radius / sigma if sigma > 0 else 4.0).astype(np.float32)
+
+
+SUBSTRATES = ("zero", "mean", "blur", "uniform")
+
+
+def substrate(engine, x: np.ndarray, kind: str, seed: int = 0, sigma: float = 5.0) -> np.ndarray:
+    """What removed pixels become: zero (the mean of a normalized input), each image's
+    per-channel mean, its blurred copy, or uniform noise over the batch's value range (seeded)."""
+    if kind == "zero":
+        return np.zeros_like(x)
+    if kind == "mean":
+        return np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).astype(np.float32)
+    if kind == "blur":
+        return blurred(engine, x, sigma)
+    if kind == "uniform":
+        return np.random.default_rng(seed).uniform(x.min(), x.max(), x.shape).astype(np.float32)
+    raise MetricError(f"unknown substrate {quote(kind)}; choose one of {', '.join(SUBSTRATES)}")
+
+
+def normalized_auc(curve: np.ndarray) -> np.ndarray:
+    """Area under curves sampled evenly on [0, 1] (last axis), by the trapezoid rule."""
+    return trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), axis=-1)

@@ -1,0 +1,112 @@
+"""Metrics by snake_case name, all with one signature: ``fn(ctx, explanation, **params) -> dict``.
+
+A metric returns at least ``per_image`` (one value per input); the registry adds the mean, the
+parameters it ran with, its direction and its wall time, so every result is self-describing and
+JSON-ready.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from onnxlens.errors import OnnxLensError, quote
+from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.registry import coerce_params
+
+#: Metric families, in the order a report shows them.
+FAMILIES = ("faithfulness", "localization", "robustness", "complexity", "sanity", "checks")
+
+
+class MetricError(OnnxLensError):
+    """An unknown metric or parameter, or inputs a metric cannot use (e.g. no masks)."""
+
+
+@dataclass
+class EvalContext:
+    """What every metric may read: the engine, the batch it explains, the ground truth."""
+
+    engine: object  #: onnxlens.runtime.engine.Engine
+    x: np.ndarray
+    masks: np.ndarray | None = None  #: N×H×W booleans (object regions), or None
+    seed: int = 0
+    cache: dict = field(default_factory=dict)  #: values shared between metrics (e.g. clean scores)
+
+    def require_masks(self, metric: str) -> np.ndarray:
+        if self.masks is None:
+            raise MetricError(f"metric {quote(metric)} needs ground-truth masks or boxes")
+        return self.masks
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    fn: Callable[..., dict]
+    family: str
+    defaults: dict
+    higher_is_better: bool | None
+    needs_masks: bool
+    summary: str
+
+
+METRICS: dict[str, MetricInfo] = {}
+
+
+def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks: bool = False):
+    """Register ``fn(ctx, explanation, *, params…) -> {"per_image": …, …}`` under ``name``."""
+    if family not in FAMILIES:
+        raise ValueError(family)
+
+    def register(fn):
+        params = list(inspect.signature(fn).parameters.values())[2:]
+        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        METRICS[name] = MetricInfo(name, fn, family, {p.name: p.default for p in params}, higher_is_better,
+                                   needs_masks, summary)
+        return fn
+
+    return register
+
+
+def metric_info(name: str) -> MetricInfo:
+    if name not in METRICS:
+        raise MetricError(f"unknown metric {quote(name)}; available: {', '.join(sorted(METRICS))}")
+    return METRICS[name]
+
+
+def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) -> dict:
+    """One metric on one explanation of the batch, as a JSON-ready dict."""
+    info = metric_info(name)
+    params = coerce_params(info, params, "metric", MetricError)
+    start = time.perf_counter()
+    result = info.fn(ctx, explanation, **params)
+    per_image = np.asarray(result.pop("per_image"), dtype=np.float64)
+    finite = per_image[np.isfinite(per_image)]
+    return {
+        "mean": float(finite.mean()) if finite.size else None,
+        "per_image": [None if not np.isfinite(v) else float(v) for v in per_image],
+        "higher_is_better": result.pop("higher_is_better", info.higher_is_better),
+        "params": jsonable({**info.defaults, **params}),
+        "seconds": time.perf_counter() - start,
+        **jsonable(result),
+    }
+
+
+def jsonable(value):
+    """numpy values and containers as plain Python (NaN and ±inf become None)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
