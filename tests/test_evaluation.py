@@ -9,7 +9,7 @@ from onnx import helper
 from builders import make_model, vi
 from conftest import MODELS
 from onnxlens import Explainer, Explanation, import_model
-from onnxlens.evaluation import METRICS, MetricError, evaluate
+from onnxlens.evaluation import DEFAULT_METRICS, METRICS, MetricError, evaluate
 from onnxlens.evaluation.agreement import auc, compare, ssim
 from onnxlens.evaluation.faithfulness import impute
 from onnxlens.evaluation.maps import boxes_to_masks
@@ -222,7 +222,7 @@ def test_evaluate_is_json_ready_and_shows_baselines(shapes):
     ig = shapes.explain(x, "integrated_gradients", steps=8)
     results = evaluate(shapes, x, ["gradient", ig], masks=masks, params={"deletion": {"steps": 10}})
     json.dumps(results, allow_nan=False)
-    assert set(results["metrics"]) == set(METRICS) - {"road"} - {m for m in METRICS if METRICS[m].family in ("sanity", "robustness")}
+    assert set(results["metrics"]) == set(DEFAULT_METRICS)
     pointing = results["metrics"]["pointing_game"]["results"]
     assert {"gradient", "integrated_gradients", "baseline:center_surround", "baseline:spectral_residual",
             "baseline:local_entropy", "baseline:itti"} <= set(pointing)
@@ -287,16 +287,20 @@ def test_cli_evaluate_on_shapes_with_masks(tmp_path, cli):
     assert "baseline:itti" in results["metrics"]["iou"]["results"] and "pointing_game" in result.stdout
 
 
-def test_cli_evaluate_every_metric_on_digits(tmp_path, cli):
-    x = np.load(MODELS / "samples" / "digits" / "test.npz")["x"][:2]
+@pytest.mark.parametrize("which", ["digits", "shapes"])
+def test_cli_evaluate_every_metric_on_shipped_models(which, tmp_path, cli):
+    x = np.load(MODELS / "samples" / which / "test.npz")["x"][:2]
     np.save(tmp_path / "x.npy", x)
-    masks = np.zeros((2, 32, 32), bool)
-    masks[:, 8:24, 8:24] = True
+    size = x.shape[-1]
+    masks = np.zeros((2, size, size), bool)
+    masks[:, size // 4:size // 2, size // 4:] = True
     np.save(tmp_path / "m.npy", masks)
     chosen = sorted(METRICS)
-    result = cli("evaluate", MODELS / "digits_cnn.onnx", "--input", tmp_path / "x.npy", "--masks", tmp_path / "m.npy",
-                 "--metric", ",".join(chosen), "--param", "faithfulness_correlation.subset_size=50",
-                 "--param", "road.percentages=30,60", "--out", tmp_path / "r.json")
+    result = cli("evaluate", MODELS / f"{which}_cnn.onnx", "--input", tmp_path / "x.npy", "--masks", tmp_path / "m.npy",
+                 "--metric", ",".join(chosen), "--method", "gradient,gradcam",
+                 "--param", "faithfulness_correlation.subset_size=50", "--param", "road.percentages=30,60",
+                 "--param", "max_sensitivity.samples=3", "--param", "avg_sensitivity.samples=3",
+                 "--param", "local_lipschitz.samples=3", "--out", tmp_path / "r.json")
     assert result.returncode == 0, result.stderr
     assert set(json.loads((tmp_path / "r.json").read_text())["metrics"]) == set(chosen)
 
@@ -317,3 +321,82 @@ def test_cli_evaluate_errors_are_one_line(args, phrase, tmp_path, cli):
                  "--out", tmp_path / "r.json", *args)
     assert result.returncode == 1 and phrase in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- sanity and robustness -----------------------------------------------------------------
+
+def _conv_bn_model(constants_as_nodes=False):
+    rng = np.random.default_rng(5)
+    w = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "cw", "cb"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "o", "m", "v"], ["b"], name="bn"),
+             helper.make_node("Relu", ["b"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw", "fb"], ["y"], name="fc", transB=1)]
+    weights = [("cw", w(4, 1, 3, 3)), ("cb", w(4)), ("s", 1 + 0.1 * w(4)), ("o", w(4)), ("m", w(4)),
+               ("v", np.full(4, 0.5, np.float32)), ("fw", w(3, 4)), ("fb", w(3))]
+    return make_model(nodes, [vi("x", ["N", 1, 6, 6])], [vi("y", 2)], weights, opset=18,
+                      constants_as_nodes=constants_as_nodes)
+
+
+@pytest.mark.parametrize("as_nodes", [False, True])
+def test_randomize_redraws_only_the_chosen_layers(as_nodes):
+    from onnxlens.graph_ops.randomize import parameter_layers, randomize
+    from onnxlens.graph_ops.tensors import constant_arrays
+
+    model = _conv_bn_model(as_nodes)
+    layers = parameter_layers(model)
+    assert [lay.name for lay in layers] == ["fc", "conv"]
+    assert layers[1].parameters == ("cw", "cb", "s", "o")  # BatchNorm joins its conv; never m, v
+    before = constant_arrays(model.graph)
+    after = constant_arrays(randomize(model, layers[1].parameters, seed=3).graph)
+    for name in before:
+        changed = not np.array_equal(before[name], after[name])
+        assert changed == (name in layers[1].parameters), name
+    again = constant_arrays(randomize(model, layers[1].parameters, seed=3).graph)
+    assert all(np.array_equal(after[k], again[k]) for k in after)  # seeded
+
+
+def test_cascading_randomization_separates_gradient_from_guided_backprop(shapes):
+    """Adebayo et al.'s finding: once the top layers are randomized, the gradient map changes
+    while the guided-backprop map still looks like the original."""
+    results = evaluate(shapes, SHAPES["x"][:16], ["gradient", "guided_backprop"], ["model_randomization"],
+                       baselines=())["metrics"]["model_randomization"]["results"]
+    assert results["gradient"]["layers"][0] == "node_linear" and len(results["gradient"]["layers"]) == 5
+    top = {m: np.mean(results[m]["ssim_by_layer"][:2]) for m in results}
+    assert top["guided_backprop"] > top["gradient"] + 0.3, top
+    assert np.isfinite(results["gradient"]["spearman_by_layer"]).all()
+
+
+def test_random_logit_finds_class_insensitive_maps(shapes):
+    results = evaluate(shapes, SHAPES["x"][:12], ["guided_backprop", "lrp"], ["random_logit"],
+                       baselines=())["metrics"]["random_logit"]["results"]
+    assert all(o != t for o, t in zip(results["lrp"]["other_class"], shapes.explain(SHAPES["x"][:12]).target))
+    assert results["guided_backprop"]["mean"] > results["lrp"]["mean"] + 0.4
+
+
+def test_robustness_of_a_linear_model(linear):
+    """The gradient of a linear model does not move at all; input × gradient moves by δ ⊙ w."""
+    engine, weights, x = linear
+    ctx = EvalContext(engine, x)
+    gradient = run_metric_explained(ctx, "gradient")
+    ixg = run_metric_explained(ctx, "input_x_gradient")
+    for name in ("max_sensitivity", "avg_sensitivity", "local_lipschitz"):
+        np.testing.assert_allclose(run_metric(name, ctx, gradient)["per_image"], 0.0, atol=1e-6)
+        assert min(run_metric(name, ctx, ixg)["per_image"]) > 0
+    assert max(run_metric("local_lipschitz", ctx, ixg)["per_image"]) <= np.abs(weights).max() + 1e-5
+    stability = run_metric("adversarial_stability", ctx, gradient)
+    np.testing.assert_allclose(stability["per_image"], 1.0)
+    assert len(stability["flipped"]) == len(x)
+
+
+def run_metric_explained(ctx, method):
+    from onnxlens.methods.registry import run_method
+
+    return run_method(method, ctx.engine, ctx.x, 0)
+
+
+def test_baselines_cannot_be_re_explained(linear):
+    e = _explanation(np.ones((3, SIZE, SIZE)))
+    with pytest.raises(MetricError, match="not a registered method"):
+        run_metric("max_sensitivity", EvalContext(linear[0], linear[2]), e)

@@ -16,7 +16,7 @@ import numpy as np
 
 from onnxlens.errors import OnnxLensError, quote
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import coerce_params
+from onnxlens.methods.registry import METHODS, coerce_params, run_method
 
 #: Metric families, in the order a report shows them.
 FAMILIES = ("faithfulness", "localization", "robustness", "complexity", "sanity", "checks")
@@ -69,6 +69,18 @@ def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks
         return fn
 
     return register
+
+
+def explain_again(ctx: EvalContext, e: Explanation, x: np.ndarray | None = None, target=None, engine=None):
+    """Run ``e``'s method again with its parameters — on other inputs, for other targets or on
+    another engine (a randomized model) — for metrics that perturb and re-explain."""
+    info = METHODS.get(e.method)
+    if info is None:
+        raise MetricError(f"{quote(e.method)} is not a registered method, so it cannot be re-run "
+                          "(robustness and sanity metrics re-explain)")
+    params = {k: v for k, v in e.params.items() if k in info.defaults}
+    return run_method(e.method, engine or ctx.engine, ctx.x if x is None else x,
+                      e.target if target is None else target, **params)
 
 
 def metric_info(name: str) -> MetricInfo:
