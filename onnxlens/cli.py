@@ -291,15 +291,18 @@ def evaluate(
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1, ensure_ascii=True, allow_nan=False))
     tmp.replace(out)
-    table = Table(title=f"{len(x)} input(s) · means", title_justify="left")
-    table.add_column("metric")
+    prefix = "baseline:"
     columns = list(dict.fromkeys(label for entry in results["metrics"].values() for label in entry["results"]))
+    table = Table(title=f"{len(x)} input(s) · means", title_justify="left",
+                  caption="† a model-free saliency baseline" if any(c.startswith(prefix) for c in columns) else None,
+                  caption_justify="left")
+    table.add_column("metric", no_wrap=True)
     for label in columns:
-        table.add_column(_safe(label), justify="right")
+        table.add_column(_safe(label[len(prefix):] + " †" if label.startswith(prefix) else label), justify="right")
     for name, entry in results["metrics"].items():
         cells = [entry["results"].get(label, {}).get("mean") for label in columns]
         table.add_row(name, *("–" if v is None else f"{v:.3g}" for v in cells))
-    Console(width=max(100, Console().width), highlight=False).print(table)
+    Console(width=max(100, Console().width, 26 + 14 * len(columns)), highlight=False).print(table)
     typer.echo(f"wrote {out}")
 
 

@@ -82,14 +82,19 @@ def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int = 11) -> np.n
     return ndimage.gaussian_filter(x, sigmas, truncate=radius / sigma if sigma > 0 else 4.0).astype(np.float32)
 
 
-SUBSTRATES = ("zero", "mean", "blur", "uniform")
+SUBSTRATES = ("zero", "mean", "black", "white", "blur", "uniform")
 
 
 def substrate(engine, x: np.ndarray, kind: str, seed: int = 0, sigma: float = 5.0) -> np.ndarray:
     """What removed pixels become: zero (the mean of a normalized input), each image's
-    per-channel mean, its blurred copy, or uniform noise over the batch's value range (seeded)."""
+    per-channel mean, its minimum or maximum value (Quantus's ``black`` and ``white``), its
+    blurred copy, or uniform noise over the batch's value range (seeded)."""
     if kind == "zero":
         return np.zeros_like(x)
+    if kind in ("black", "white"):
+        axes = tuple(range(1, x.ndim))
+        value = x.min(axis=axes, keepdims=True) if kind == "black" else x.max(axis=axes, keepdims=True)
+        return np.broadcast_to(value, x.shape).astype(np.float32)
     if kind == "mean":
         return np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).astype(np.float32)
     if kind == "blur":
