@@ -5,5 +5,6 @@ __version__ = "0.1.0"
 from onnxlens.errors import OnnxLensError  # noqa: E402
 from onnxlens.methods import Explainer, Explanation  # noqa: E402
 from onnxlens.runtime.model_import import ImportedModel, import_model  # noqa: E402
+from onnxlens.evaluation import evaluate  # noqa: E402
 
-__all__ = ["Explainer", "Explanation", "ImportedModel", "OnnxLensError", "__version__", "import_model"]
+__all__ = ["Explainer", "Explanation", "ImportedModel", "OnnxLensError", "__version__", "evaluate", "import_model"]

@@ -209,6 +209,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Results file (.json).")] = Path("evaluation.json"),
     masks: Annotated[Optional[Path], typer.Option(help="Ground-truth masks: .npy or .npz, N×H×W.")] = None,
     boxes: Annotated[Optional[Path], typer.Option(help="Ground-truth boxes: JSON, per image a list of [x0, y0, x1, y1].")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="Reference maps (e.g. fixations): .npy or .npz, N×H×W.")] = None,
     input_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz input.")] = None,
     masks_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz of masks.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N inputs.")] = None,
@@ -284,6 +285,7 @@ def evaluate(
             bar.update(task, description=label, completed=done, total=total)
 
         results = run_evaluation(explainer.engine, x, explanations, metrics, truth, box_list,
+                                 reference=None if reference is None else _load_array(reference, None, "reference")[: len(x)],
                                  params={k: v for k, v in grouped.items() if k not in methods},
                                  baselines=tuple(BASELINES) if baselines else (), seed=seed, progress=progress)
     results["model_file"] = model.name

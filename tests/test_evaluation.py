@@ -237,6 +237,23 @@ def test_evaluate_is_json_ready_and_shows_baselines(shapes):
     assert "gradient | baseline:itti" in results["agreement"]["pairs"]
 
 
+def test_boxes_and_reference_maps(shapes):
+    import onnxlens
+
+    x = SHAPES["x"][:2]
+    boxes = [[[10, 12, 30, 40]], [[0, 0, 16, 16], [40, 40, 64, 64]]]
+    masks = boxes_to_masks(boxes, 2, (64, 64))
+    reference = masks.copy()
+    by_boxes = onnxlens.evaluate(shapes, x, ["gradient"], ["iou"], boxes=boxes, baselines=(), reference=reference)
+    by_masks = onnxlens.evaluate(shapes, x, ["gradient"], ["iou"], masks=masks, baselines=())
+    assert by_boxes["metrics"]["iou"] == {**by_masks["metrics"]["iou"], "results": {
+        "gradient": {**by_masks["metrics"]["iou"]["results"]["gradient"],
+                     "seconds": by_boxes["metrics"]["iou"]["results"]["gradient"]["seconds"]}}}
+    assert "reference | gradient" in by_boxes["agreement"]["pairs"]
+    with pytest.raises(MetricError, match="masks or boxes, not both"):
+        onnxlens.evaluate(shapes, x, ["gradient"], ["iou"], masks=masks, boxes=boxes)
+
+
 @pytest.mark.parametrize("kwargs, phrase", [
     ({"metrics": ["iou"]}, "needs masks or boxes"),
     ({"metrics": ["nope"]}, "unknown metric 'nope'"),

@@ -23,6 +23,7 @@ import numpy as np
 
 from onnxlens.graph_ops.backward.overrides import RuleSet, by_op, first_layer
 from onnxlens.graph_ops.backward.registry import VJP_RULES, RuleContext
+from onnxlens.graph_ops.backward.rules.geometry import window
 from onnxlens.graph_ops.backward.rules.linear import conv_adjoint, gemm_adjoint
 
 #: Ops whose relevance passes unchanged (Zennit's Activation and BatchNorm types).
@@ -204,7 +205,36 @@ def _constant_input_rule(transform, keep_bias: bool, stabilizer: float):
 
 
 def flat_rule(stabilizer: float = 1e-6):
-    return _constant_input_rule(np.ones_like, keep_bias=False, stabilizer=stabilizer)
+    general = _constant_input_rule(np.ones_like, keep_bias=False, stabilizer=stabilizer)
+
+    def rule(ctx):
+        if ctx.node.op_type != "Conv" or ctx.attr("group", 1) != 1:
+            return general(ctx)
+        return _flat_conv(ctx, stabilizer)
+
+    return rule
+
+
+def _flat_conv(ctx, stabilizer):
+    """The flat rule on an ungrouped convolution without the two full-size convolutions: with
+    all weights and inputs one, z at an output position is C_in × (the kernel taps inside the
+    input), a constant computed here; and every input channel receives the same relevance,
+    the adjoint of a one-channel all-ones kernel applied to the channel sum of R / stab(z)."""
+    g, x = ctx.g, ctx.inputs[0]
+    weight = ctx.require_const(1, "the weight")
+    geo = window(ctx, weight.shape[2:])
+    z = np.float64(weight.shape[1])
+    for axis, (size, out) in enumerate(zip(ctx.shape(x)[2:], ctx.shape(ctx.outputs[0])[2:])):
+        taps = (np.arange(out)[:, None] * geo.strides[axis] - geo.pads_begin[axis]
+                + np.arange(geo.kernel[axis])[None, :] * geo.dilations[axis])
+        counts = ((taps >= 0) & (taps < size)).sum(axis=1).astype(np.float64)
+        z = np.multiply.outer(z, counts) if axis else z * counts
+    z = np.asarray(z, dtype=np.float64)
+    stabilized = z + stabilizer  # z > 0 everywhere: sign(z) = +1
+    scaled = g.op("Div", g.op("ReduceSum", ctx.ct, g.ints([1], "axes"), keepdims=1),
+                  g.const(stabilized.reshape(1, 1, *stabilized.shape).astype(weight.dtype), "flat_z", weight.dtype))
+    one_channel = conv_adjoint(ctx, scaled, np.ones((1, 1, *weight.shape[2:]), weight.dtype))
+    return _result(ctx, g.op("Expand", one_channel, g.op("Shape", x)))
 
 
 def wsquare_rule(stabilizer: float = 1e-6):

@@ -1,0 +1,83 @@
+"""Insertion + deletion (48 steps each) with onnxlens vs Quantus's PixelFlipping (48 steps, run
+twice for the same number of model calls; 48, not 50, because Quantus needs a step size that
+divides H·W) on the same torch module, CPU, same threads,
+interleaved repetitions; printed as ratios.
+
+    pip install -e ".[reference]"
+    python benchmarks/evaluation.py [--threads 2] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import quantus
+import torch
+import torchvision
+from torch import nn
+
+from onnxlens import Explainer
+from onnxlens.evaluation import evaluate
+from timing import timed  # benchmarks/timing.py
+
+STEPS = 48
+
+
+def shapes_shaped():
+    """The shipped shapes_cnn's architecture: 4 × (Conv 3×3, BatchNorm, ReLU), pools, GAP, linear."""
+    layers, c = [], 3
+    for i, width in enumerate((16, 32, 64, 64)):
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()]
+        layers += [nn.MaxPool2d(2)] if i < 3 else []
+        c = width
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, 3))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore")
+    cases = {"shapes_cnn-shaped, 64 × 64²": (shapes_shaped(), 64, 64),
+             "ResNet-18, 8 × 224²": (torchvision.models.resnet18(), 8, 224)}
+    print(f"insertion + deletion, {STEPS} steps each, {args.threads} thread(s), median of {args.repeats} "
+          "interleaved runs (first round dropped)")
+    print(f"{'model, images':<30}{'onnxlens s':>11}{'Quantus s':>11}{'Quantus/onnxlens':>18}")
+    for name, (net, count, size) in cases.items():
+        torch.manual_seed(0)
+        net.eval()
+        x = torch.rand(count, 3, size, size)
+        path = Path(tempfile.mkdtemp()) / "m.onnx"
+        torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+        explainer = Explainer(path, device="cpu", threads=args.threads)
+        e = explainer.explain(x.numpy(), "gradient")
+        metric = quantus.PixelFlipping(features_in_step=3 * size * size // STEPS, perturb_baseline="black",
+                                       disable_warnings=True)
+
+        def quantus_run():
+            for _ in range(2):  # deletion and (as the same work) insertion
+                metric(model=net, x_batch=x.numpy(), y_batch=e.target, a_batch=e.heatmap[:, None], device="cpu",
+                       channel_first=True, softmax=True)
+
+        def onnxlens_run():
+            evaluate(explainer, x.numpy(), [e], ["deletion", "insertion"], baselines=(),
+                     params={"deletion": {"steps": STEPS}, "insertion": {"steps": STEPS}})
+
+        mine, ref = [], []
+        for _ in range(args.repeats + 1):
+            mine.append(timed(onnxlens_run))
+            ref.append(timed(quantus_run))
+        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        print(f"{name:<30}{m:>11.2f}{r:>11.2f}{r / m:>18.2f}")
+
+
+if __name__ == "__main__":
+    main()
