@@ -40,9 +40,7 @@ PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1
 def stabilize(ctx, z: str, epsilon: float) -> str:
     """z + ε·sign(z), with sign(0) = +1."""
     g = ctx.g
-    sign = g.op("Sub", g.op("Mul", g.op("Cast", g.op("GreaterOrEqual", z, g.const(0.0)), to=1), g.const(2.0)),
-                g.const(1.0))
-    return g.op("Add", z, g.op("Mul", sign, g.const(epsilon)))
+    return g.op("Add", z, g.op("Where", g.op("GreaterOrEqual", z, g.const(0.0)), g.const(epsilon), g.const(-epsilon)))
 
 
 def pass_rule(ctx):
