@@ -15,7 +15,6 @@ import tempfile
 import warnings
 from pathlib import Path
 
-import numpy as np
 import quantus
 import torch
 import torchvision

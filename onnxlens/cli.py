@@ -308,6 +308,84 @@ def evaluate(
     typer.echo(f"wrote {out}")
 
 
+@app.command()
+def audit(
+    source: Annotated[Path, typer.Argument(help="An audit config (.toml/.yaml/.json), or a model (.onnx) with --data.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset: image folder, .npy/.npz, or manifest .csv/.json.")] = None,
+    methods: Annotated[Optional[str], typer.Option(help="Method names, comma-separated.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Metric names, comma-separated (default: the evaluation defaults).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder (default: the config's output, else audit_run).")] = None,
+    masks_key: Annotated[Optional[str], typer.Option(help="Masks array inside an .npz dataset.")] = None,
+    labels_key: Annotated[Optional[str], typer.Option(help="Labels array inside an .npz dataset.")] = None,
+    mask_suffix: Annotated[Optional[str], typer.Option(help="Image folder: image.png → image{suffix}.png is its mask.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="Audit only the first N inputs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Inputs per task.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
+    runner: Annotated[str, typer.Option(help="prefect (retries, resume, artifacts) or direct (same work, no Prefect).")] = "prefect",
+) -> None:
+    """Audit a model: explain every input with each method, evaluate the explanations, write
+    results.json, verdict.json and summary.html into the run folder. Exit code 0: the verdict
+    passed; 5: a `fail` threshold was not met; 1: bad input."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from onnxlens.pipelines.audit import audit_directly
+    from onnxlens.pipelines.config import load_config
+
+    if source.suffix.lower() in (".toml", ".yaml", ".yml", ".json"):
+        raw = json.loads(load_config(source).model_dump_json())
+        if data is not None or methods is not None:
+            raise OnnxLensError("give a config file or a model with --data/--methods, not both")
+    else:
+        if data is None or methods is None:
+            raise OnnxLensError("auditing a model needs --data and --methods (or pass an audit config file)")
+        raw = {"model": str(source), "dataset": {"path": str(data)},
+               "methods": [m.strip() for m in methods.split(",") if m.strip()]}
+    dataset = raw["dataset"]
+    for key, value in (("masks_key", masks_key), ("labels_key", labels_key), ("mask_suffix", mask_suffix),
+                       ("limit", limit)):
+        if value is not None:
+            dataset[key] = value
+    for key, value in (("batch_size", batch_size), ("device", device), ("output", str(out) if out else None)):
+        if value is not None:
+            raw[key] = value
+    if metrics is not None:
+        raw["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
+    config = load_config(raw)
+    if runner not in ("prefect", "direct"):
+        raise OnnxLensError(f"--runner must be prefect or direct, got {runner!r}")
+    console = Console(stderr=True)
+    with Progress(TextColumn("audit"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task("audit", total=None)
+
+        def progress(done, total):
+            bar.update(task, completed=done, total=total)
+
+        if runner == "direct":
+            results = audit_directly(config, progress=progress)
+        else:
+            from onnxlens.pipelines import flows
+
+            flows.progress_hook = progress
+            results = flows.audit_flow(config)
+    verdict = results["verdict"]
+    items = results["items"]
+    typer.echo(f"audit {'PASSED' if verdict['passed'] else 'FAILED'}: {items['evaluated']} of {items['total']} "
+               f"input(s) evaluated, {len(items['failed'])} failed; "
+               f"{results['provenance']['tasks_computed']} task(s) computed, "
+               f"{results['provenance']['tasks_reused']} reused from an earlier run")
+    for check in verdict["checks"]:
+        if not check["passed"]:
+            value = "–" if check["value"] is None else f"{check['value']:.4g}"
+            limit = " ".join(p for p in (f"≤ {check['max']}" if check["max"] is not None else "",
+                                         f"≥ {check['min']}" if check["min"] is not None else "") if p)
+            typer.echo(f"  {check['severity'].upper()}: {_one_line(check['description'] or check['metric'])} · "
+                       f"{_one_line(check['method'])} = {value} (limit {limit})")
+    typer.echo(f"wrote {config.output}/results.json, verdict.json" + (", summary.html" if "html" in config.formats else ""))
+    if not verdict["passed"]:
+        raise typer.Exit(verdict["exit_code"])
+
+
 def _safe(value) -> Text:
     """Untrusted model text for the terminal: no markup, control characters escaped."""
     s = "" if value is None else str(value)

@@ -17,13 +17,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".we
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How an image becomes a model input: resized to the model's size (bilinear), scaled to
-    ``value_range`` ("0-1" or "0-255"), then (x − mean) / std per channel, in ``channel_order``."""
+    """How an image becomes a model input: resized to the model's size (bilinear) — or, with
+    ``resize_shorter``, its shorter side resized to that many pixels and the model's size cut
+    from the centre — scaled to ``value_range`` ("0-1" or "0-255"), then (x − mean) / std per
+    channel, in ``channel_order``."""
 
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     channel_order: str = "rgb"
     value_range: str = "0-1"
+    resize_shorter: int | None = None
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -38,7 +41,13 @@ def load_image(path: Path, spec: InputSpec, prep: Preprocessing = Preprocessing(
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             h, w = spec.spatial
-            if isinstance(h, int) and isinstance(w, int) and img.size != (w, h):
+            if isinstance(h, int) and isinstance(w, int) and prep.resize_shorter:
+                scale = prep.resize_shorter / min(img.size)
+                img = img.resize((max(w, round(img.size[0] * scale)), max(h, round(img.size[1] * scale))),
+                                 Image.BILINEAR)
+                left, top = (img.size[0] - w) // 2, (img.size[1] - h) // 2
+                img = img.crop((left, top, left + w, top + h))
+            elif isinstance(h, int) and isinstance(w, int) and img.size != (w, h):
                 img = img.resize((w, h), Image.BILINEAR)
             pixels = np.asarray(img, dtype=np.float32)
     except (OSError, UnidentifiedImageError, ValueError) as exc:

@@ -1,0 +1,332 @@
+"""The audit as plain functions over a run folder — planned, explained and evaluated batch by
+batch, then aggregated. Prefect flows (``flows.py``) wrap these; so does a direct run.
+
+Every batch result is written atomically (temporary file, then rename) under a key made of the
+model's sha256, the batch's input content, the method and its parameters and the onnxlens
+version, so a re-run after a crash reuses every finished batch and recomputes only the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onnxlens import __version__
+from onnxlens.errors import OnnxLensError
+from onnxlens.evaluation import evaluate
+from onnxlens.evaluation.registry import jsonable
+from onnxlens.methods import Explainer, Explanation
+from onnxlens.methods.registry import run_method
+from onnxlens.pipelines.config import AuditConfig, load_config
+from onnxlens.pipelines.datasets import Batch, Item, list_items, load_batch
+
+SCHEMA = "onnxlens.audit/1"
+#: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
+EXIT_VERDICT_FAILED = 5
+
+
+class OutOfMemory(Exception):
+    """ONNX Runtime could not allocate memory for a batch (retried with half the batch)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, (OutOfMemory, MemoryError)) or any(
+        s in text for s in ("failed to allocate memory", "bad_alloc", "out of memory", "cudaerrormemoryallocation"))
+
+
+def is_cuda_failure(exc: BaseException) -> bool:
+    text = str(exc)
+    return "CUDA" in text or "cudnn" in text.lower() or "CUBLAS" in text
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What every task needs to find its work: JSON-ready, so it travels to any worker."""
+
+    config: dict
+    run_dir: str
+    model_sha256: str
+    items: list[dict]
+    batches: list[list[int]]
+
+    @property
+    def audit(self) -> AuditConfig:
+        return load_config(self.config)
+
+    def batch_items(self, index: int) -> list[Item]:
+        return [Item(**{**self.items[i], "box": tuple(self.items[i]["box"]) if self.items[i]["box"] else None})
+                for i in self.batches[index]]
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    write_atomic(path, json.dumps(jsonable(value), indent=1, ensure_ascii=True, allow_nan=False).encode())
+
+
+_EXPLAINERS: dict[tuple, Explainer] = {}
+
+
+def explainer_for(config: AuditConfig, device: str | None = None) -> Explainer:
+    """One Explainer (and so one set of sessions) per model, device and process."""
+    key = (str(config.model), device or config.device, config.batch_size, os.getpid())
+    if key not in _EXPLAINERS:
+        _EXPLAINERS[key] = Explainer(config.model, device=device or config.device, batch_size=config.batch_size)
+    return _EXPLAINERS[key]
+
+
+def plan(config: AuditConfig | dict | str | Path, run_dir: str | Path | None = None) -> RunPlan:
+    """Validate the model and the dataset, split the items into batches, and write the run's
+    configuration, model card and item list into the run folder."""
+    config = config if isinstance(config, AuditConfig) else load_config(config)
+    run = Path(run_dir or config.output)
+    explainer = explainer_for(config)
+    items = list_items(config.dataset)
+    batches = [list(range(i, min(i + config.batch_size, len(items)))) for i in range(0, len(items), config.batch_size)]
+    config_dict = json.loads(config.model_dump_json())
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / "config.json", config_dict)
+    write_json(run / "model.json", explainer.model.describe())
+    item_dicts = [{"id": i.id, "source": i.source, "label": i.label, "box": list(i.box) if i.box else None,
+                   "mask": i.mask} for i in items]
+    return RunPlan(config_dict, str(run), explainer.model.sha256, item_dicts, batches)
+
+
+def _digest(*parts) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part if isinstance(part, bytes) else json.dumps(jsonable(part), sort_keys=True).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:24]
+
+
+def _load(plan_: RunPlan, index: int) -> tuple[AuditConfig, Explainer, Batch]:
+    config = plan_.audit
+    explainer = explainer_for(config)
+    from onnxlens.evaluation.maps import input_size
+
+    batch = load_batch(config.dataset, plan_.batch_items(index), explainer.model.spec.image_input,
+                       input_size(explainer.engine))
+    return config, explainer, batch
+
+
+def _input_digest(plan_: RunPlan, batch: Batch) -> str:
+    return _digest(plan_.model_sha256, __version__, [i.id for i in batch.ok], batch.x.tobytes())
+
+
+def explain_path(plan_: RunPlan, index: int, label: str) -> Path:
+    return Path(plan_.run_dir) / "batches" / "explain" / label / f"batch{index:05d}.npz"
+
+
+def explain_batch(plan_: RunPlan, index: int, label: str) -> dict:
+    """Explain batch ``index`` with the method labelled ``label`` unless a result with the same
+    key is already in the run folder. Out of memory: the batch is halved and retried; a CUDA
+    failure: retried on the CPU; an input that fails on its own is recorded and skipped."""
+    config, explainer, batch = _load(plan_, index)
+    method = next(m for m in config.methods if (m.label or m.name) == label)
+    key = _digest(_input_digest(plan_, batch), method.name, method.params, config.target)
+    path = explain_path(plan_, index, label)
+    if path.exists():
+        with np.load(path, allow_pickle=False) as stored:
+            if str(stored["key"]) == key:
+                return {"batch": index, "method": label, "status": "reused", **json.loads(str(stored["meta"]))}
+    notes: list[str] = []
+    failed = dict(batch.failed)
+    targets = _targets(config, batch, failed)
+    rows = [i for i, item in enumerate(batch.ok) if item.id not in failed]
+    start = time.perf_counter()
+    parts = _explain_rows(config, explainer, method, batch.x, targets, rows, failed, notes, [i.id for i in batch.ok])
+    kept = [r for r, _ in parts]
+    meta = {"failed": failed, "notes": notes, "seconds": time.perf_counter() - start,
+            "rows": sum(map(len, kept))}
+    arrays = _explanation_arrays([e for _, e in parts], kept, batch)
+    buffer = _npz_bytes(key=np.array(key), meta=np.array(json.dumps(jsonable(meta))), **arrays)
+    write_atomic(path, buffer)
+    return {"batch": index, "method": label, "status": "computed", **meta}
+
+
+def _targets(config, batch, failed):
+    if config.target == "predicted":
+        return None
+    targets = []
+    for item in batch.ok:
+        if item.label is None:
+            failed[item.id] = "target = label, but the item has no label"
+        targets.append(-1 if item.label is None else item.label)
+    return np.asarray(targets)
+
+
+def _explain_rows(config, explainer, method, x, targets, rows, failed, notes, ids):
+    """[(row indices, Explanation)] for ``rows``, halving on out-of-memory, falling back to the
+    CPU on a CUDA failure, isolating inputs that fail on their own."""
+    if not rows:
+        return []
+    target = None if targets is None else targets[rows]
+    try:
+        return [(rows, run_method(method.name, explainer.engine, x[rows], target, **method.params))]
+    except Exception as exc:  # noqa: BLE001 — sorted below; anything unknown propagates
+        if is_out_of_memory(exc) and len(rows) > 1:
+            notes.append(f"out of memory on {len(rows)} inputs: retried as two halves")
+            half = len(rows) // 2
+            return (_explain_rows(config, explainer, method, x, targets, rows[:half], failed, notes, ids)
+                    + _explain_rows(config, explainer, method, x, targets, rows[half:], failed, notes, ids))
+        if is_cuda_failure(exc) and explainer.engine.config.device != "cpu":
+            notes.append(f"CUDA failure ({str(exc).splitlines()[0][:200]}): retried on the CPU")
+            return _explain_rows(config, explainer_for(config, "cpu"), method, x, targets, rows, failed, notes, ids)
+        if isinstance(exc, OnnxLensError) and len(rows) > 1:
+            return [part for r in rows
+                    for part in _explain_rows(config, explainer, method, x, targets, [r], failed, notes, ids)]
+        if isinstance(exc, OnnxLensError) or is_out_of_memory(exc):
+            failed[ids[rows[0]]] = f"{method.label or method.name}: {exc}"
+            return []
+        raise
+
+
+def _explanation_arrays(parts: list[Explanation], kept: list[list[int]], batch: Batch) -> dict:
+    order = [r for rows in kept for r in rows]
+    out = {"rows": np.asarray(order, np.int64), "ids": np.asarray([batch.ok[r].id for r in order])}
+    if not parts:
+        return out
+    for name in ("attribution", "heatmap", "target", "score"):
+        out[name] = np.concatenate([getattr(e, name) for e in parts])
+    if all(e.layer_map is not None for e in parts):
+        out["layer_map"] = np.concatenate([e.layer_map for e in parts])
+    first = parts[0]
+    for key, value in first.diagnostics.items():
+        values = [e.diagnostics.get(key) for e in parts]
+        if isinstance(value, dict):  # per tensor (LRP): the input's entry is what checks read
+            continue
+        if all(isinstance(v, np.ndarray) and v.shape[:1] == e.score.shape for v, e in zip(values, parts)):
+            out[f"diagnostics/{key}"] = np.concatenate(values)
+    gaps = [e.diagnostics.get("conservation_gap") for e in parts]
+    if all(isinstance(g, dict) for g in gaps):
+        name = next(iter(gaps[0]))  # the input comes first
+        out["diagnostics/conservation_gap"] = np.concatenate([g[name] for g in gaps])
+    params = {k: v for k, v in first.params.items() if not isinstance(v, np.ndarray)}
+    out["method"] = np.asarray(first.method)
+    out["params"] = np.asarray(json.dumps(jsonable(params)))
+    out["seconds"] = np.asarray(sum(e.timings.get("total", 0.0) for e in parts))
+    return out
+
+
+def _npz_bytes(**arrays) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _stored_explanation(path: Path, label: str):
+    """(row indices, Explanation) from a stored batch result, or None if it holds no rows."""
+    with np.load(path, allow_pickle=False) as data:
+        if "attribution" not in data.files:
+            return None
+        diagnostics = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("diagnostics/")}
+        e = Explanation(data["attribution"], data["heatmap"], data["target"], data["score"], str(data["method"]),
+                        json.loads(str(data["params"])), data["layer_map"] if "layer_map" in data.files else None,
+                        {"total": float(data["seconds"])}, diagnostics)
+        return data["rows"], e
+
+
+def evaluate_path(plan_: RunPlan, index: int) -> Path:
+    return Path(plan_.run_dir) / "batches" / "evaluate" / f"batch{index:05d}.json"
+
+
+def evaluate_batch(plan_: RunPlan, index: int) -> dict:
+    """Evaluate the stored explanations of batch ``index`` (the inputs every method explained)."""
+    config, explainer, batch = _load(plan_, index)
+    labels = config.method_labels()
+    stored = {label: _stored_explanation(explain_path(plan_, index, label), label) for label in labels}
+    with_rows = {k: v for k, v in stored.items() if v is not None}
+    common = sorted(set.intersection(*(set(r.tolist()) for r, _ in with_rows.values()))) if with_rows else []
+    keys = [str(np.load(explain_path(plan_, index, label))["key"]) for label in labels]
+    masks_digest = batch.masks.tobytes() if batch.masks is not None else b""
+    metrics = [(m.name, m.params) for m in config.metrics]
+    key = _digest(keys, metrics, masks_digest, config.baselines, config.seed, common)
+    path = evaluate_path(plan_, index)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous.get("key") == key:
+            return {"batch": index, "status": "reused"}
+    result = {"key": key, "ids": [batch.ok[r].id for r in common], "results": None}
+    if common:
+        explanations = {}
+        for label, (rows, e) in with_rows.items():
+            pick = [list(rows).index(r) for r in common]
+            explanations[label] = Explanation(e.attribution[pick], e.heatmap[pick], e.target[pick], e.score[pick],
+                                              e.method, e.params, None if e.layer_map is None else e.layer_map[pick],
+                                              {"total": e.timings["total"] * len(pick) / max(1, len(rows))},
+                                              {k: v[pick] for k, v in e.diagnostics.items()})
+        masks = batch.masks[common] if batch.masks is not None else None
+        from onnxlens.evaluation import DEFAULT_METRICS, METRICS
+
+        names = [m.name for m in config.metrics] or [m for m in DEFAULT_METRICS
+                                                       if masks is not None or not METRICS[m].needs_masks]
+        result["results"] = evaluate(explainer.engine, batch.x[common], explanations, names, masks,
+                                     params={m.name: m.params for m in config.metrics if m.params},
+                                     baselines=("center_surround", "spectral_residual", "local_entropy", "itti")
+                                     if config.baselines else (), seed=config.seed)
+    write_json(path, result)
+    return {"batch": index, "status": "computed"}
+
+
+def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
+    """Merge every batch into the run's results.json and verdict.json (and summary.html)."""
+    from onnxlens.pipelines.summary import merge_batches, verdict, write_summary
+
+    config = plan_.audit
+    run = Path(plan_.run_dir)
+    batches = [json.loads(evaluate_path(plan_, i).read_text()) for i in range(len(plan_.batches))]
+    failed: dict[str, str] = {}
+    notes = []
+    for entry in task_log:
+        failed.update(entry.get("failed", {}))
+        notes += [f"batch {entry['batch']} · {entry.get('method', 'evaluation')}: {n}" for n in entry.get("notes", [])]
+    merged = merge_batches([b["results"] for b in batches if b["results"]], [b["ids"] for b in batches if b["results"]])
+    statuses = [e["status"] for e in task_log]
+    results = {
+        "schema": SCHEMA,
+        "onnxlens_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": json.loads((run / "model.json").read_text()),
+        "config": plan_.config,
+        "items": {"total": len(plan_.items), "evaluated": len(merged.get("ids", [])), "failed": failed},
+        "evaluation": merged,
+        "provenance": {"tasks_computed": statuses.count("computed"), "tasks_reused": statuses.count("reused"),
+                       "notes": notes},
+    }
+    results["verdict"] = verdict(config, merged, failed)
+    write_json(run / "results.json", results)
+    write_json(run / "verdict.json", results["verdict"])
+    if "html" in config.formats:
+        write_summary(run / "summary.html", results)
+    return results
+
+
+def audit_directly(config: AuditConfig | dict | str | Path, run_dir=None, progress=None) -> dict:
+    """The whole audit without Prefect: the same functions, one after another."""
+    plan_ = plan(config, run_dir)
+    labels = plan_.audit.method_labels()
+    log, total = [], len(plan_.batches) * (len(labels) + 1)
+    for index in range(len(plan_.batches)):
+        for label in labels:
+            log.append(explain_batch(plan_, index, label))
+            if progress:
+                progress(len(log), total)
+        log.append(evaluate_batch(plan_, index))
+        if progress:
+            progress(len(log), total)
+    return aggregate(plan_, log)

@@ -1,0 +1,165 @@
+"""The audit configuration: one file (TOML, YAML or JSON), validated with clear messages."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from onnxlens.errors import OnnxLensError, quote
+
+
+class ConfigError(OnnxLensError):
+    """An audit configuration that cannot be read or does not validate."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PreprocessingConfig(_Strict):
+    """How image files become model inputs (ignored for .npy/.npz datasets)."""
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    channel_order: Literal["rgb", "bgr"] = "rgb"
+    value_range: Literal["0-1", "0-255"] = "0-1"
+    resize_shorter: int | None = Field(None, gt=0)
+
+
+class DatasetConfig(_Strict):
+    """Where the inputs come from: an image folder (recursive; files named ``*_mask.*`` are
+    masks, not inputs), a .npy/.npz batch, or a manifest (.csv/.json: path, label, optional
+    box as x0 y0 x1 y1, optional mask path)."""
+
+    path: Path
+    input_key: str | None = None  #: array name in an .npz (default: x, or its only array)
+    labels_key: str | None = None  #: array of class labels in an .npz
+    masks_key: str | None = None  #: array of N×H×W masks in an .npz
+    mask_suffix: str | None = None  #: folder: ``image.png`` → ``image{mask_suffix}.png``
+    limit: int | None = Field(None, gt=0)
+    preprocessing: PreprocessingConfig = PreprocessingConfig()
+
+
+class MethodConfig(_Strict):
+    name: str
+    label: str | None = None  #: how results name it (default: the method name)
+    params: dict = {}
+
+
+class MetricConfig(_Strict):
+    name: str
+    params: dict = {}
+
+
+class Threshold(_Strict):
+    """A verdict rule on a metric's mean: ``fail`` rules decide the exit code, ``warn`` rules
+    are flagged in the report."""
+
+    metric: str
+    method: str | None = None  #: a method label, or every method when omitted
+    max: float | None = None
+    min: float | None = None
+    severity: Literal["fail", "warn"] = "fail"
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _bound(self):
+        if self.max is None and self.min is None:
+            raise ValueError("give max or min")
+        return self
+
+
+class AuditConfig(_Strict):
+    model: Path
+    dataset: DatasetConfig
+    methods: list[MethodConfig] = Field(min_length=1)
+    metrics: list[MetricConfig] = []  #: empty: the evaluation defaults
+    target: Literal["predicted", "label"] = "predicted"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(16, gt=0)
+    workers: int = Field(1, gt=0)  #: concurrent tasks on the thread runner
+    retries: int = Field(2, ge=0)
+    output: Path = Path("audit_run")
+    formats: list[Literal["json", "html"]] = ["json", "html"]
+    baselines: bool = True
+    seed: int = 0
+    thresholds: list[Threshold] = []
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _method_names(cls, value):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("metrics", mode="before")
+    @classmethod
+    def _metric_names(cls, value):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _known_names(self):
+        from onnxlens.evaluation import METRICS
+        from onnxlens.methods import METHODS
+
+        for m in self.methods:
+            if m.name not in METHODS:
+                raise ValueError(f"unknown method {m.name!r}; available: {', '.join(sorted(METHODS))}")
+        for m in self.metrics:
+            if m.name not in METRICS:
+                raise ValueError(f"unknown metric {m.name!r}; available: {', '.join(sorted(METRICS))}")
+        labels = [m.label or m.name for m in self.methods]
+        if len(set(labels)) != len(labels):
+            raise ValueError("two methods share a label; give each a distinct label")
+        return self
+
+    def method_labels(self) -> list[str]:
+        return [m.label or m.name for m in self.methods]
+
+
+def load_config(source: str | Path | dict) -> AuditConfig:
+    """An AuditConfig from a .toml/.yaml/.yml/.json file or a dict; a file's relative model and
+    dataset paths are relative to the file's folder (the output folder to the working
+    directory). One ConfigError names every problem."""
+    base = None
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        base = path.parent
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read audit config {quote(str(path))}: {exc.strerror or exc}") from None
+        try:
+            if path.suffix.lower() == ".toml":
+                data = tomllib.loads(text)
+            elif path.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text)
+            elif path.suffix.lower() == ".json":
+                data = json.loads(text)
+            else:
+                raise ConfigError(f"audit config {quote(str(path))} must end in .toml, .yaml, .yml or .json")
+        except (tomllib.TOMLDecodeError, ValueError) as exc:
+            raise ConfigError(f"audit config {quote(str(path))} is not valid {path.suffix[1:].upper()}: {exc}") from None
+        except ImportError:
+            raise ConfigError("YAML configs need PyYAML (it comes with prefect)") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"audit config {quote(str(path))} must hold a table of settings")
+    try:
+        config = AuditConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid audit config: {problems}") from None
+    if base is not None:
+        config.model = _relative(base, config.model)
+        config.dataset.path = _relative(base, config.dataset.path)
+    return config
+
+
+def _relative(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base / path

@@ -1,0 +1,148 @@
+"""Prefect flows over the audit functions: ``explain_flow``, ``evaluate_flow`` and
+``audit_flow``. Tasks are batches; transient faults (anything that is not an onnxlens error)
+are retried with exponential backoff; results live in the run folder, so a re-run resumes.
+
+Without PREFECT_API_URL, Prefect runs on its ephemeral local API; :func:`quiet_prefect` keeps
+that offline and silent (no telemetry, no update checks, server logs off)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+
+#: Environment for an embedded, offline, quiet Prefect (set before Prefect is imported; a
+#: variable the user has set wins).
+QUIET_PREFECT = {
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_LOGGING_LEVEL": "CRITICAL",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_UI_ENABLED": "false",
+}
+
+
+def quiet_prefect() -> None:
+    """Apply :data:`QUIET_PREFECT` (and a throwaway PREFECT_HOME when no API is configured, so
+    the ephemeral database starts empty and never grows in the user's home)."""
+    for key, value in QUIET_PREFECT.items():
+        os.environ.setdefault(key, value)
+    if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
+        os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="onnxlens-prefect-")
+
+
+quiet_prefect()
+
+from prefect import flow, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
+
+from onnxlens.errors import OnnxLensError  # noqa: E402
+from onnxlens.pipelines import audit  # noqa: E402
+from onnxlens.pipelines.config import load_config  # noqa: E402
+
+#: Called as progress(done, total) while a flow runs (set by the command line).
+progress_hook: Callable[[int, int], None] | None = None
+
+
+def _transient(task_, task_run, state) -> bool:
+    """Retry anything but onnxlens's own errors (bad input does not improve on retry)."""
+    try:
+        state.result()
+    except OnnxLensError:
+        return False
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+_TASK = dict(cache_policy=NO_CACHE, retry_delay_seconds=exponential_backoff(backoff_factor=1),
+             retry_condition_fn=_transient, persist_result=False)
+
+
+@task(name="explain-batch", **_TASK)
+def explain_task(plan: audit.RunPlan, index: int, label: str) -> dict:
+    return audit.explain_batch(plan, index, label)
+
+
+@task(name="evaluate-batch", **_TASK)
+def evaluate_task(plan: audit.RunPlan, index: int) -> dict:
+    return audit.evaluate_batch(plan, index)
+
+
+@task(name="report", **_TASK)
+def report_task(plan: audit.RunPlan, log: list[dict]) -> dict:
+    return audit.aggregate(plan, log)
+
+
+def _publish(results: dict) -> None:
+    """The verdict and metric means as Prefect artifacts (shown in the UI when a server is used)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    verdict = results["verdict"]
+    lines = [f"# onnxlens audit: {'PASSED' if verdict['passed'] else 'FAILED'}",
+             f"{results['items']['evaluated']} of {results['items']['total']} inputs evaluated, "
+             f"{len(results['items']['failed'])} failed."]
+    lines += [f"- {c['description'] or c['metric']} · {c['method']}: {c['value']} "
+              f"({'ok' if c['passed'] else c['severity']})" for c in verdict["checks"]]
+    create_markdown_artifact("\n".join(lines), key="onnxlens-verdict")
+    rows = [{"metric": name, **{label: r["mean"] for label, r in entry["results"].items()}}
+            for name, entry in results["evaluation"].get("metrics", {}).items()]
+    if rows:
+        create_table_artifact(rows, key="onnxlens-metric-means")
+
+
+def _run(config, run_dir, stages: tuple[str, ...]) -> dict:
+    cfg = load_config(config) if not hasattr(config, "methods") else config
+    plan = audit.plan(cfg, run_dir)
+    labels = cfg.method_labels()
+    explain = explain_task.with_options(retries=cfg.retries)
+    evaluate = evaluate_task.with_options(retries=cfg.retries)
+    futures, log = [], []
+    for index in range(len(plan.batches)):
+        explained = [explain.submit(plan, index, label) for label in labels]
+        futures += explained
+        if "evaluate" in stages:
+            futures.append(evaluate.submit(plan, index, wait_for=explained))
+    total = len(futures)
+    for done, future in enumerate(futures, 1):
+        log.append(future.result())
+        if progress_hook:
+            progress_hook(done, total)
+    if "report" not in stages:
+        return {"run_dir": plan.run_dir, "tasks": log}
+    results = report_task.with_options(retries=cfg.retries)(plan, log)
+    _publish(results)
+    return results
+
+
+def _runner(config) -> ThreadPoolTaskRunner:
+    cfg = load_config(config) if not hasattr(config, "workers") else config
+    return ThreadPoolTaskRunner(max_workers=cfg.workers)
+
+
+def _flow(name: str, stages: tuple[str, ...]):
+    @flow(name=name, log_prints=False, validate_parameters=False)
+    def run(config: dict, run_dir: str | None = None) -> dict:
+        return _run(config, run_dir, stages)
+
+    return run
+
+
+explain_flow = _flow("onnxlens-explain", ("explain",))
+evaluate_flow = _flow("onnxlens-evaluate", ("explain", "evaluate"))
+audit_flow_definition = _flow("onnxlens-audit", ("explain", "evaluate", "report"))
+
+
+def run_flow(flow_, config, run_dir: str | None = None) -> dict:
+    """Run a flow on the thread runner sized by the config, without the per-run heartbeat."""
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return flow_.with_options(task_runner=_runner(config))(config, run_dir)
+
+
+def audit_flow(config, run_dir: str | None = None) -> dict:
+    """Plan → explain and evaluate every batch → aggregate → results.json, verdict.json, summary.html."""
+    return run_flow(audit_flow_definition, config, run_dir)

@@ -1,0 +1,270 @@
+"""Audit pipelines: configs, datasets, the audit functions, the Prefect flow (retries, halving,
+per-item failures), resume after kill -9, and the command line."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import MODELS
+from onnxlens.pipelines import audit
+from onnxlens.pipelines.config import ConfigError, load_config
+from onnxlens.pipelines.datasets import list_items, load_batch
+
+DIGITS = MODELS / "samples" / "digits" / "test.npz"
+SHAPES = MODELS / "samples" / "shapes"
+
+
+def _config(tmp_path, **overrides):
+    base = {"model": str(MODELS / "digits_cnn.onnx"), "dataset": {"path": str(DIGITS), "limit": 12, "labels_key": "y"},
+            "methods": ["gradient", "lrp"], "metrics": ["deletion", "sparseness", "completeness"], "batch_size": 4,
+            "output": str(tmp_path / "run"), "baselines": False}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value
+    return base
+
+
+# --- configs and datasets ------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, phrase", [
+    ({"methods": ["gradient", "nope"]}, "unknown method 'nope'"),
+    ({"metrics": ["nope"]}, "unknown metric 'nope'"),
+    ({"batch_size": 0}, "batch_size: Input should be greater than 0"),
+    ({"thresholds": [{"metric": "deletion"}]}, "give max or min"),
+    ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
+    ({"methods": []}, "methods: List should have at least 1 item"),
+    ({"target": "mine"}, "target: Input should be 'predicted' or 'label'"),
+])
+def test_config_validation_names_the_problem(change, phrase, tmp_path):
+    with pytest.raises(ConfigError, match=phrase):
+        load_config(_config(tmp_path, **change))
+
+
+def test_config_files_in_three_formats(tmp_path):
+    (tmp_path / "a.toml").write_text('model = "m.onnx"\nmethods = ["gradient"]\n[dataset]\npath = "data"\n')
+    (tmp_path / "a.yaml").write_text("model: m.onnx\nmethods: [gradient]\ndataset: {path: data}\n")
+    (tmp_path / "a.json").write_text(json.dumps({"model": "m.onnx", "methods": ["gradient"], "dataset": {"path": "data"}}))
+    for name in ("a.toml", "a.yaml", "a.json"):
+        config = load_config(tmp_path / name)
+        assert config.model == tmp_path / "m.onnx" and config.dataset.path == tmp_path / "data"
+    (tmp_path / "bad.toml").write_text("model = ")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="cannot read audit config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def _folder_dataset(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "sub/c"):
+        Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(folder / f"{name}.png")
+    mask = np.zeros((32, 32), np.uint8)
+    mask[4:12, 4:20] = 255
+    Image.fromarray(mask).save(folder / "a_mask.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return folder
+
+
+def test_folder_dataset_records_corrupt_images_and_reads_masks(tmp_path):
+    from onnxlens import import_model
+    from onnxlens.pipelines.config import DatasetConfig
+
+    config = DatasetConfig(path=_folder_dataset(tmp_path), mask_suffix="_mask")
+    items = list_items(config)
+    assert [i.id for i in items] == ["a.png", "b.png", "broken.png", "sub/c.png"]  # a_mask.png is a mask
+    spec = import_model(MODELS / "digits_cnn.onnx").spec.image_input
+    batch = load_batch(config, items, spec, (32, 32))
+    assert list(batch.failed) == ["broken.png"] and "cannot read image" in batch.failed["broken.png"]
+    assert batch.x.shape == (3, 1, 32, 32) and batch.masks.shape == (3, 32, 32)
+    assert batch.masks[0].sum() == 8 * 16 and not batch.masks[1].any()
+
+
+def test_manifest_dataset_with_boxes(tmp_path):
+    from onnxlens.pipelines.config import DatasetConfig
+
+    folder = _folder_dataset(tmp_path)
+    (folder / "manifest.csv").write_text("path,label,box\na.png,3,2 2 10 6\nb.png,,\n")
+    items = list_items(DatasetConfig(path=folder / "manifest.csv"))
+    assert items[0].label == 3 and items[0].box == (2.0, 2.0, 10.0, 6.0) and items[1].label is None
+
+
+# --- the audit functions -------------------------------------------------------------------
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in ("seconds", "created", "cost", "provenance")}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def test_direct_audit_and_its_resume(tmp_path):
+    config = _config(tmp_path, thresholds=[{"metric": "sparseness", "min": 0.99, "method": "lrp"}])
+    first = audit.audit_directly(config)
+    assert first["items"] == {"total": 12, "evaluated": 12, "failed": {}}
+    assert first["provenance"]["tasks_computed"] == 3 * 3 and first["provenance"]["tasks_reused"] == 0
+    assert len(first["evaluation"]["metrics"]["deletion"]["results"]["lrp"]["per_image"]) == 12
+    assert first["verdict"]["passed"] is False and first["verdict"]["exit_code"] == audit.EXIT_VERDICT_FAILED
+    again = audit.audit_directly(config)
+    assert again["provenance"]["tasks_reused"] == 9 and again["provenance"]["tasks_computed"] == 0
+    assert _without_timing(again) == _without_timing(first)
+    run = Path(config["output"])
+    assert json.loads((run / "verdict.json").read_text())["passed"] is False
+
+
+def test_summary_escapes_model_strings(tmp_path):
+    import onnx
+
+    model = onnx.load(MODELS / "digits_cnn.onnx")
+    model.producer_name = "<script>alert(1)</script>"
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    audit.audit_directly(_config(tmp_path, model=str(tmp_path / "m.onnx"), dataset={"limit": 4}))
+    html = (tmp_path / "run" / "summary.html").read_text()
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_batched_results_equal_one_evaluation(tmp_path):
+    """Merging per-batch evaluations gives the values of one evaluation over all inputs."""
+    from onnxlens import Explainer
+    from onnxlens.evaluation import evaluate
+
+    results = audit.audit_directly(_config(tmp_path))
+    explainer = Explainer(MODELS / "digits_cnn.onnx", device="cpu")
+    x = np.load(DIGITS)["x"][:12]
+    whole = evaluate(explainer, x, ["gradient", "lrp"], ["deletion", "sparseness"], baselines=())
+    for metric in ("deletion", "sparseness"):
+        np.testing.assert_allclose(results["evaluation"]["metrics"][metric]["results"]["lrp"]["per_image"],
+                                   whole["metrics"][metric]["results"]["lrp"]["per_image"], rtol=1e-5)
+
+
+# --- the Prefect flow ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def flows():
+    from onnxlens.pipelines import flows
+
+    return flows
+
+
+def test_flow_retries_a_transient_fault(flows, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    real = audit.explain_batch
+
+    def flaky(plan, index, label):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("transient: the disk hiccuped")
+        return real(plan, index, label)
+
+    monkeypatch.setattr(audit, "explain_batch", flaky)
+    results = flows.audit_flow(_config(tmp_path, retries=1))
+    assert calls["n"] == 3 * 2 + 1 and results["items"]["evaluated"] == 12
+    assert results["provenance"]["tasks_computed"] == 9
+
+
+def test_flow_halves_a_batch_on_out_of_memory_and_keeps_going_past_bad_inputs(flows, tmp_path, monkeypatch):
+    import onnxlens.methods.registry as registry
+
+    real = registry.run_method
+
+    def small_memory(name, engine, x, target=None, **params):
+        if len(x) > 2:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for 4 rows")
+        return real(name, engine, x, target, **params)
+
+    monkeypatch.setattr(audit, "run_method", small_memory)
+    folder = _folder_dataset(tmp_path)
+    config = _config(tmp_path, dataset={"path": str(folder), "limit": None, "labels_key": None}, batch_size=4)
+    results = flows.audit_flow(config)
+    assert results["items"]["failed"].keys() == {"broken.png"}
+    assert results["items"]["evaluated"] == 3
+    assert any("out of memory on 3 inputs: retried as two halves" in n for n in results["provenance"]["notes"])
+
+
+def test_permanent_failure_of_one_input_leaves_the_others(flows, tmp_path, monkeypatch):
+    import onnxlens.methods.registry as registry
+    from onnxlens.errors import InputShapeError
+
+    real = registry.run_method
+
+    def picky(name, engine, x, target=None, **params):
+        if np.any(np.all(x.reshape(len(x), -1) == x.reshape(len(x), -1)[:, :1], axis=1)):
+            raise InputShapeError("a blank input cannot be explained")
+        return real(name, engine, x, target, **params)
+
+    monkeypatch.setattr(audit, "run_method", picky)
+    data = np.load(DIGITS)["x"][:8].copy()
+    data[5] = 0.0
+    np.save(tmp_path / "x.npy", data)
+    results = flows.audit_flow(_config(tmp_path, dataset={"path": str(tmp_path / "x.npy"), "limit": None,
+                                                          "labels_key": None}))
+    assert set(results["items"]["failed"]) == {"row00005"} and results["items"]["evaluated"] == 7
+
+
+# --- resume after kill -9, and the command line --------------------------------------------
+
+def _cli_env():
+    """The subprocess gets its own throwaway Prefect home (not this process's database)."""
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_HOME"}
+
+
+def test_resume_after_kill_recomputes_only_missing_batches(tmp_path):
+    config = _config(tmp_path, dataset={"limit": 48}, batch_size=2, methods=["gradient", "integrated_gradients"])
+    (tmp_path / "audit.json").write_text(json.dumps(config))
+    command = [sys.executable, "-m", "onnxlens.cli", "audit", str(tmp_path / "audit.json")]
+    proc = subprocess.Popen(command, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    explained = tmp_path / "run" / "batches" / "explain"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and len(list(explained.rglob("*.npz"))) < 6 and proc.poll() is None:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished = len(list(explained.rglob("*.npz"))) + len(list((tmp_path / "run" / "batches" / "evaluate").glob("*.json")))
+    assert 6 <= finished < 24 * 3, "the audit was not killed mid-run"
+    assert not list((tmp_path / "run").rglob("*.tmp"))  # nothing half-written survives as a result
+    result = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    resumed = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert resumed["provenance"]["tasks_reused"] >= finished
+    assert resumed["provenance"]["tasks_computed"] == 24 * 3 - resumed["provenance"]["tasks_reused"]
+    uninterrupted = audit.audit_directly({**config, "output": str(tmp_path / "clean")})
+    assert _without_timing(resumed["evaluation"]) == _without_timing(uninterrupted["evaluation"])
+
+
+def test_cli_audit_of_a_model_with_flags_and_the_verdict_exit_code(tmp_path, cli):
+    result = cli("audit", MODELS / "digits_cnn.onnx", "--data", DIGITS, "--methods", "gradient,lrp", "--limit", "6",
+                 "--metrics", "deletion,sparseness", "--runner", "direct", "--out", tmp_path / "run")
+    assert result.returncode == 0, result.stderr
+    assert "audit PASSED: 6 of 6 input(s)" in result.stdout
+    config = _config(tmp_path, thresholds=[{"metric": "sparseness", "min": 0.99, "description": "sparse maps"}])
+    (tmp_path / "a.json").write_text(json.dumps(config))
+    result = cli("audit", tmp_path / "a.json", "--runner", "direct")
+    assert result.returncode == audit.EXIT_VERDICT_FAILED and "FAIL: sparse maps · gradient" in result.stdout
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["models/digits_cnn.onnx"], "needs --data and --methods"),
+    (["missing.toml"], "cannot read audit config"),
+    (["models/digits_cnn.onnx", "--data", "nowhere", "--methods", "gradient"], "does not exist"),
+    (["models/digits_cnn.onnx", "--data", "models/samples/digits/test.npz", "--methods", "nope"], "unknown method"),
+])
+def test_cli_audit_errors_are_one_line(args, phrase, cli):
+    result = cli("audit", *[str(MODELS.parent / a) if a.startswith("models/") else a for a in args],
+                 "--runner", "direct")
+    assert result.returncode == 1 and phrase in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
