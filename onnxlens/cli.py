@@ -354,7 +354,7 @@ def audit(
     if runner not in ("prefect", "direct"):
         raise OnnxLensError(f"--runner must be prefect or direct, got {runner!r}")
     console = Console(stderr=True)
-    with Progress(TextColumn("audit"), BarColumn(), TextColumn("{task.completed}/{task.total} tasks"),
+    with Progress(TextColumn("audit"), BarColumn(), TextColumn("{task.completed}/{task.total} batches"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task("audit", total=None)
 

@@ -170,8 +170,9 @@ def test_flow_retries_a_transient_fault(flows, tmp_path, monkeypatch):
 
     monkeypatch.setattr(audit, "explain_batch", flaky)
     results = flows.audit_flow(_config(tmp_path, retries=1))
-    assert calls["n"] == 3 * 2 + 1 and results["items"]["evaluated"] == 12
-    assert results["provenance"]["tasks_computed"] == 9
+    # batch 0 failed after its first method; the retry reused that method's stored result
+    assert calls["n"] == 3 * 2 + 2 and results["items"]["evaluated"] == 12
+    assert results["provenance"]["tasks_computed"] == 8 and results["provenance"]["tasks_reused"] == 1
 
 
 def test_flow_halves_a_batch_on_out_of_memory_and_keeps_going_past_bad_inputs(flows, tmp_path, monkeypatch):
@@ -268,3 +269,19 @@ def test_cli_audit_errors_are_one_line(args, phrase, cli):
                  "--runner", "direct")
     assert result.returncode == 1 and phrase in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_cuda_failure_falls_back_to_the_cpu(tmp_path, monkeypatch):
+    import onnxlens.methods.registry as registry
+
+    real = registry.run_method
+
+    def cuda_breaks(name, engine, x, target=None, **params):
+        if engine.config.device != "cpu":
+            raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access")
+        return real(name, engine, x, target, **params)
+
+    monkeypatch.setattr(audit, "run_method", cuda_breaks)
+    results = audit.audit_directly(_config(tmp_path, device="auto", methods=["gradient"], dataset={"limit": 4}))
+    assert results["items"]["evaluated"] == 4
+    assert any("CUDA failure" in n and "retried on the CPU" in n for n in results["provenance"]["notes"])

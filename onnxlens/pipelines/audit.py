@@ -101,7 +101,24 @@ def plan(config: AuditConfig | dict | str | Path, run_dir: str | Path | None = N
     write_json(run / "model.json", explainer.model.describe())
     item_dicts = [{"id": i.id, "source": i.source, "label": i.label, "box": list(i.box) if i.box else None,
                    "mask": i.mask} for i in items]
-    return RunPlan(config_dict, str(run), explainer.model.sha256, item_dicts, batches)
+    plan_ = RunPlan(config_dict, str(run), explainer.model.sha256, item_dicts, batches)
+    write_json(run / "plan.json", {"config": plan_.config, "model_sha256": plan_.model_sha256,
+                                   "items": plan_.items, "batches": plan_.batches})
+    return plan_
+
+
+_PLANS: dict[tuple, RunPlan] = {}
+
+
+def load_plan(run_dir: str | Path) -> RunPlan:
+    """The plan a run folder holds (tasks receive only the folder: small task parameters keep
+    Prefect's per-task cost at milliseconds); cached per process until the file changes."""
+    path = Path(run_dir) / "plan.json"
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _PLANS:
+        data = json.loads(path.read_text())
+        _PLANS[key] = RunPlan(data["config"], str(run_dir), data["model_sha256"], data["items"], data["batches"])
+    return _PLANS[key]
 
 
 def _digest(*parts) -> str:

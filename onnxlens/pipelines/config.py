@@ -80,7 +80,7 @@ class AuditConfig(_Strict):
     metrics: list[MetricConfig] = []  #: empty: the evaluation defaults
     target: Literal["predicted", "label"] = "predicted"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    batch_size: int = Field(16, gt=0)
+    batch_size: int = Field(32, gt=0)
     workers: int = Field(1, gt=0)  #: concurrent tasks on the thread runner
     retries: int = Field(2, ge=0)
     output: Path = Path("audit_run")

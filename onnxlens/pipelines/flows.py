@@ -1,15 +1,19 @@
 """Prefect flows over the audit functions: ``explain_flow``, ``evaluate_flow`` and
-``audit_flow``. Tasks are batches; transient faults (anything that is not an onnxlens error)
-are retried with exponential backoff; results live in the run folder, so a re-run resumes.
+``audit_flow``. A task is one batch (all methods, then the evaluation) and takes only the run
+folder and the batch number, which keeps Prefect's cost per task at tens of milliseconds;
+transient faults (anything that is not an onnxlens error) are retried with exponential
+backoff; results live in the run folder, so a retry or a re-run resumes.
 
 Without PREFECT_API_URL, Prefect runs on its ephemeral local API; :func:`quiet_prefect` keeps
 that offline and silent (no telemetry, no update checks, server logs off)."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 #: Environment for an embedded, offline, quiet Prefect (set before Prefect is imported; a
 #: variable the user has set wins).
@@ -63,23 +67,20 @@ _TASK = dict(cache_policy=NO_CACHE, retry_delay_seconds=exponential_backoff(back
              retry_condition_fn=_transient, persist_result=False)
 
 
-@task(name="explain-batch", **_TASK)
-def explain_task(plan: audit.RunPlan, index: int, label: str) -> dict:
-    return audit.explain_batch(plan, index, label)
-
-
-@task(name="evaluate-batch", **_TASK)
-def evaluate_task(plan: audit.RunPlan, index: int) -> dict:
-    return audit.evaluate_batch(plan, index)
-
-
-@task(name="report", **_TASK)
-def report_task(plan: audit.RunPlan, log: list[dict]) -> dict:
-    return audit.aggregate(plan, log)
+@task(name="audit-batch", **_TASK)
+def batch_task(run_dir: str, index: int, stages: tuple[str, ...]) -> list[dict]:
+    """One batch: every method's explanation, then (when asked) the evaluation. Each step is
+    stored in the run folder as it finishes, so a retry or a re-run redoes only what is missing."""
+    plan = audit.load_plan(run_dir)
+    log = [audit.explain_batch(plan, index, label) for label in plan.audit.method_labels()]
+    if "evaluate" in stages:
+        log.append(audit.evaluate_batch(plan, index))
+    return log
 
 
 def _publish(results: dict) -> None:
-    """The verdict and metric means as Prefect artifacts (shown in the UI when a server is used)."""
+    """The verdict and metric means as Prefect artifacts, for the UI of the server that
+    PREFECT_API_URL names."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     verdict = results["verdict"]
@@ -98,25 +99,19 @@ def _publish(results: dict) -> None:
 def _run(config, run_dir, stages: tuple[str, ...]) -> dict:
     cfg = load_config(config) if not hasattr(config, "methods") else config
     plan = audit.plan(cfg, run_dir)
-    labels = cfg.method_labels()
-    explain = explain_task.with_options(retries=cfg.retries)
-    evaluate = evaluate_task.with_options(retries=cfg.retries)
-    futures, log = [], []
-    for index in range(len(plan.batches)):
-        explained = [explain.submit(plan, index, label) for label in labels]
-        futures += explained
-        if "evaluate" in stages:
-            futures.append(evaluate.submit(plan, index, wait_for=explained))
-    total = len(futures)
+    batch = batch_task.with_options(retries=cfg.retries)
+    futures = [batch.submit(plan.run_dir, index, stages) for index in range(len(plan.batches))]
+    log = []
     for done, future in enumerate(futures, 1):
-        log.append(future.result())
+        log += future.result()
         if progress_hook:
-            progress_hook(done, total)
+            progress_hook(done, len(futures))
     if "report" not in stages:
         return {"run_dir": plan.run_dir, "tasks": log}
-    results = report_task.with_options(retries=cfg.retries)(plan, log)
-    _publish(results)
-    return results
+    results = audit.aggregate(plan, log)  # reads the run folder: nothing to retry or distribute
+    if os.environ.get("PREFECT_API_URL"):  # a UI to show them in (the ephemeral API has none)
+        _publish(results)
+    return {"run_dir": plan.run_dir, "verdict": results["verdict"]}  # the rest stays on disk
 
 
 def _runner(config) -> ThreadPoolTaskRunner:
@@ -125,7 +120,7 @@ def _runner(config) -> ThreadPoolTaskRunner:
 
 
 def _flow(name: str, stages: tuple[str, ...]):
-    @flow(name=name, log_prints=False, validate_parameters=False)
+    @flow(name=name, log_prints=False, validate_parameters=False, persist_result=False)
     def run(config: dict, run_dir: str | None = None) -> dict:
         return _run(config, run_dir, stages)
 
@@ -144,5 +139,7 @@ def run_flow(flow_, config, run_dir: str | None = None) -> dict:
 
 
 def audit_flow(config, run_dir: str | None = None) -> dict:
-    """Plan → explain and evaluate every batch → aggregate → results.json, verdict.json, summary.html."""
-    return run_flow(audit_flow_definition, config, run_dir)
+    """Plan → explain and evaluate every batch → aggregate → results.json, verdict.json,
+    summary.html; returns the results."""
+    outcome = run_flow(audit_flow_definition, config, run_dir)
+    return json.loads((Path(outcome["run_dir"]) / "results.json").read_text())
