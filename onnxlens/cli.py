@@ -321,7 +321,9 @@ def audit(
     limit: Annotated[Optional[int], typer.Option(help="Audit only the first N inputs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per task.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    runner: Annotated[str, typer.Option(help="prefect (retries, resume, artifacts) or direct (same work, no Prefect).")] = "prefect",
+    runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask (Prefect on Dask workers) or direct (no Prefect).")] = "threads",
+    workers: Annotated[Optional[int], typer.Option(help="Concurrent tasks, or Dask worker processes.")] = None,
+    dask_address: Annotated[Optional[str], typer.Option(help="Join this Dask scheduler instead of a LocalCluster.")] = None,
 ) -> None:
     """Audit a model: explain every input with each method, evaluate the explanations, write
     results.json, verdict.json and summary.html into the run folder. Exit code 0: the verdict
@@ -345,14 +347,16 @@ def audit(
                        ("limit", limit)):
         if value is not None:
             dataset[key] = value
-    for key, value in (("batch_size", batch_size), ("device", device), ("output", str(out) if out else None)):
+    if runner not in ("threads", "dask", "direct"):
+        raise OnnxLensError(f"--runner must be threads, dask or direct, got {runner!r}")
+    for key, value in (("batch_size", batch_size), ("device", device), ("output", str(out) if out else None),
+                       ("workers", workers), ("dask_address", dask_address),
+                       ("runner", runner if runner != "direct" else None)):
         if value is not None:
             raw[key] = value
     if metrics is not None:
         raw["metrics"] = [m.strip() for m in metrics.split(",") if m.strip()]
     config = load_config(raw)
-    if runner not in ("prefect", "direct"):
-        raise OnnxLensError(f"--runner must be prefect or direct, got {runner!r}")
     console = Console(stderr=True)
     with Progress(TextColumn("audit"), BarColumn(), TextColumn("{task.completed}/{task.total} batches"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
@@ -384,6 +388,21 @@ def audit(
     typer.echo(f"wrote {config.output}/results.json, verdict.json" + (", summary.html" if "html" in config.formats else ""))
     if not verdict["passed"]:
         raise typer.Exit(verdict["exit_code"])
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Argument(help="An audit config (.toml/.yaml/.json).")],
+    cron: Annotated[Optional[str], typer.Option(help='Cron schedule, e.g. "0 2 * * *" (2 a.m. daily).')] = None,
+    interval: Annotated[Optional[float], typer.Option(help="Or: run every this many seconds.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Deployment name (default: audit-CONFIGNAME).")] = None,
+    run_once: Annotated[bool, typer.Option("--run-once", help="Trigger one run now, execute it and exit.")] = False,
+) -> None:
+    """Serve a scheduled audit: a Prefect deployment on PREFECT_API_URL's server, or on a local
+    server started on loopback (stopped on exit). Each run writes OUTPUT/<UTC time>/."""
+    from onnxlens.pipelines.schedules import serve_audit
+
+    serve_audit(config, cron, interval, name, run_once, announce=typer.echo)
 
 
 def _safe(value) -> Text:

@@ -4,6 +4,7 @@ per-item failures), resume after kill -9, and the command line."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -285,3 +286,40 @@ def test_cuda_failure_falls_back_to_the_cpu(tmp_path, monkeypatch):
     results = audit.audit_directly(_config(tmp_path, device="auto", methods=["gradient"], dataset={"limit": 4}))
     assert results["items"]["evaluated"] == 4
     assert any("CUDA failure" in n and "retried on the CPU" in n for n in results["provenance"]["notes"])
+
+
+def test_dask_local_cluster_gives_the_thread_runners_results(flows, tmp_path):
+    pytest.importorskip("prefect_dask")
+    config = _config(tmp_path, runner="dask", workers=2, dataset={"limit": 8})
+    on_dask = flows.audit_flow(config)
+    on_threads = audit.audit_directly({**config, "runner": "threads", "output": str(tmp_path / "threads")})
+    assert on_dask["provenance"]["tasks_computed"] == 2 * 3
+    assert f"{socket.gethostname()}:{os.getpid()}" not in on_dask["provenance"]["processes"]  # ran on workers
+    assert _without_timing(on_dask["evaluation"]) == _without_timing(on_threads["evaluation"])
+
+
+@pytest.mark.parametrize("kwargs, phrase", [({}, "exactly one of --cron or --interval"),
+                                            ({"cron": "0 2 * * *", "interval": 60}, "exactly one"),
+                                            ({"interval": -5}, "positive number of seconds"),
+                                            ({"cron": "every tuesday"}, "invalid schedule")])
+def test_schedule_errors(kwargs, phrase, tmp_path):
+    from onnxlens.pipelines.schedules import audit_deployment
+
+    (tmp_path / "a.json").write_text(json.dumps(_config(tmp_path)))
+    with pytest.raises(ConfigError, match=phrase):
+        audit_deployment(tmp_path / "a.json", **kwargs)
+
+
+def test_schedule_is_created_and_runs_once(tmp_path, flows):
+    from onnxlens.pipelines.schedules import audit_deployment, serve_audit
+
+    (tmp_path / "a.json").write_text(json.dumps(_config(tmp_path, dataset={"limit": 4})))
+    deployment = audit_deployment(tmp_path / "a.json", cron="0 2 * * *")
+    assert deployment.schedules[0].schedule.cron == "0 2 * * *"
+    assert deployment.parameters == {"config_path": str((tmp_path / "a.json").resolve())}
+    assert audit_deployment(tmp_path / "a.json", interval=3600).schedules[0].schedule.interval.total_seconds() == 3600
+    said = []
+    serve_audit(tmp_path / "a.json", cron="0 2 * * *", run_once=True, announce=said.append)
+    assert "UI http://127.0.0.1:" in said[0]
+    runs = [p for p in (tmp_path / "run").iterdir() if (p / "results.json").exists()]
+    assert len(runs) == 1 and json.loads((runs[0] / "results.json").read_text())["items"]["evaluated"] == 4

@@ -323,7 +323,7 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         "items": {"total": len(plan_.items), "evaluated": len(merged.get("ids", [])), "failed": failed},
         "evaluation": merged,
         "provenance": {"tasks_computed": statuses.count("computed"), "tasks_reused": statuses.count("reused"),
-                       "notes": notes},
+                       "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
     }
     results["verdict"] = verdict(config, merged, failed)
     write_json(run / "results.json", results)

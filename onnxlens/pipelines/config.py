@@ -81,7 +81,9 @@ class AuditConfig(_Strict):
     target: Literal["predicted", "label"] = "predicted"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, gt=0)
-    workers: int = Field(1, gt=0)  #: concurrent tasks on the thread runner
+    workers: int = Field(1, gt=0)  #: concurrent tasks (threads), or Dask worker processes
+    runner: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = None  #: join this Dask scheduler instead of starting a LocalCluster
     retries: int = Field(2, ge=0)
     output: Path = Path("audit_run")
     formats: list[Literal["json", "html"]] = ["json", "html"]

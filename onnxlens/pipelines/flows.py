@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 #: Environment for an embedded, offline, quiet Prefect (set before Prefect is imported; a
@@ -47,6 +49,7 @@ from prefect.tasks import exponential_backoff  # noqa: E402
 from onnxlens.errors import OnnxLensError  # noqa: E402
 from onnxlens.pipelines import audit  # noqa: E402
 from onnxlens.pipelines.config import load_config  # noqa: E402
+from onnxlens.pipelines.server import prefect_api  # noqa: E402
 
 #: Called as progress(done, total) while a flow runs (set by the command line).
 progress_hook: Callable[[int, int], None] | None = None
@@ -75,7 +78,8 @@ def batch_task(run_dir: str, index: int, stages: tuple[str, ...]) -> list[dict]:
     log = [audit.explain_batch(plan, index, label) for label in plan.audit.method_labels()]
     if "evaluate" in stages:
         log.append(audit.evaluate_batch(plan, index))
-    return log
+    where = f"{socket.gethostname()}:{os.getpid()}"
+    return [{**entry, "process": where} for entry in log]
 
 
 def _publish(results: dict) -> None:
@@ -114,9 +118,17 @@ def _run(config, run_dir, stages: tuple[str, ...]) -> dict:
     return {"run_dir": plan.run_dir, "verdict": results["verdict"]}  # the rest stays on disk
 
 
-def _runner(config) -> ThreadPoolTaskRunner:
-    cfg = load_config(config) if not hasattr(config, "workers") else config
-    return ThreadPoolTaskRunner(max_workers=cfg.workers)
+def _runner(cfg):
+    if cfg.runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    try:
+        from prefect_dask import DaskTaskRunner
+    except ImportError:
+        raise OnnxLensError('runner "dask" needs prefect-dask: pip install "onnxlens[dask]"') from None
+    if cfg.dask_address:
+        return DaskTaskRunner(address=cfg.dask_address)
+    return DaskTaskRunner(cluster_kwargs={"n_workers": cfg.workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
 
 
 def _flow(name: str, stages: tuple[str, ...]):
@@ -133,9 +145,14 @@ audit_flow_definition = _flow("onnxlens-audit", ("explain", "evaluate", "report"
 
 
 def run_flow(flow_, config, run_dir: str | None = None) -> dict:
-    """Run a flow on the thread runner sized by the config, without the per-run heartbeat."""
-    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-        return flow_.with_options(task_runner=_runner(config))(config, run_dir)
+    """Run a flow on the config's runner (threads, or Dask worker processes — which need a
+    real Prefect API: :func:`prefect_api` finds or starts one), without the per-run heartbeat."""
+    cfg = load_config(config) if not hasattr(config, "runner") else config
+    with ExitStack() as stack:
+        if cfg.runner == "dask":
+            stack.enter_context(prefect_api())
+        stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
+        return flow_.with_options(task_runner=_runner(cfg))(config, run_dir)
 
 
 def audit_flow(config, run_dir: str | None = None) -> dict:
