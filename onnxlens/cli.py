@@ -321,7 +321,7 @@ def audit(
     limit: Annotated[Optional[int], typer.Option(help="Audit only the first N inputs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per task.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
-    runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask (Prefect on Dask workers) or direct (no Prefect).")] = "threads",
+    runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask or ray (Prefect on worker processes) or direct (no Prefect).")] = "threads",
     workers: Annotated[Optional[int], typer.Option(help="Concurrent tasks, or Dask worker processes.")] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="Join this Dask scheduler instead of a LocalCluster.")] = None,
 ) -> None:
@@ -347,8 +347,8 @@ def audit(
                        ("limit", limit)):
         if value is not None:
             dataset[key] = value
-    if runner not in ("threads", "dask", "direct"):
-        raise OnnxLensError(f"--runner must be threads, dask or direct, got {runner!r}")
+    if runner not in ("threads", "dask", "ray", "direct"):
+        raise OnnxLensError(f"--runner must be threads, dask, ray or direct, got {runner!r}")
     for key, value in (("batch_size", batch_size), ("device", device), ("output", str(out) if out else None),
                        ("workers", workers), ("dask_address", dask_address),
                        ("runner", runner if runner != "direct" else None)):

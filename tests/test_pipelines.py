@@ -288,14 +288,16 @@ def test_cuda_failure_falls_back_to_the_cpu(tmp_path, monkeypatch):
     assert any("CUDA failure" in n and "retried on the CPU" in n for n in results["provenance"]["notes"])
 
 
-def test_dask_local_cluster_gives_the_thread_runners_results(flows, tmp_path):
-    pytest.importorskip("prefect_dask")
-    config = _config(tmp_path, runner="dask", workers=2, dataset={"limit": 8})
-    on_dask = flows.audit_flow(config)
+@pytest.mark.parametrize("runner, package", [("dask", "prefect_dask"), ("ray", "prefect_ray")])
+def test_worker_processes_give_the_thread_runners_results(runner, package, flows, tmp_path):
+    """Dask runs in CI (the dask extra); Ray where onnxlens[ray] is installed."""
+    pytest.importorskip(package)
+    config = _config(tmp_path, runner=runner, workers=2, dataset={"limit": 8})
+    on_workers = flows.audit_flow(config)
     on_threads = audit.audit_directly({**config, "runner": "threads", "output": str(tmp_path / "threads")})
-    assert on_dask["provenance"]["tasks_computed"] == 2 * 3
-    assert f"{socket.gethostname()}:{os.getpid()}" not in on_dask["provenance"]["processes"]  # ran on workers
-    assert _without_timing(on_dask["evaluation"]) == _without_timing(on_threads["evaluation"])
+    assert on_workers["provenance"]["tasks_computed"] == 2 * 3
+    assert f"{socket.gethostname()}:{os.getpid()}" not in on_workers["provenance"]["processes"]  # ran on workers
+    assert _without_timing(on_workers["evaluation"]) == _without_timing(on_threads["evaluation"])
 
 
 @pytest.mark.parametrize("kwargs, phrase", [({}, "exactly one of --cron or --interval"),

@@ -81,8 +81,8 @@ class AuditConfig(_Strict):
     target: Literal["predicted", "label"] = "predicted"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, gt=0)
-    workers: int = Field(1, gt=0)  #: concurrent tasks (threads), or Dask worker processes
-    runner: Literal["threads", "dask"] = "threads"
+    workers: int = Field(1, gt=0)  #: concurrent tasks (threads), or Dask/Ray worker processes
+    runner: Literal["threads", "dask", "ray"] = "threads"
     dask_address: str | None = None  #: join this Dask scheduler instead of starting a LocalCluster
     retries: int = Field(2, ge=0)
     output: Path = Path("audit_run")

@@ -121,6 +121,13 @@ def _run(config, run_dir, stages: tuple[str, ...]) -> dict:
 def _runner(cfg):
     if cfg.runner == "threads":
         return ThreadPoolTaskRunner(max_workers=cfg.workers)
+    if cfg.runner == "ray":
+        try:
+            from prefect_ray import RayTaskRunner
+        except ImportError:
+            raise OnnxLensError('runner "ray" needs prefect-ray: pip install "onnxlens[ray]"') from None
+        return RayTaskRunner(init_kwargs={"num_cpus": cfg.workers, "include_dashboard": False,
+                                          "log_to_driver": False})
     try:
         from prefect_dask import DaskTaskRunner
     except ImportError:
@@ -145,11 +152,12 @@ audit_flow_definition = _flow("onnxlens-audit", ("explain", "evaluate", "report"
 
 
 def run_flow(flow_, config, run_dir: str | None = None) -> dict:
-    """Run a flow on the config's runner (threads, or Dask worker processes — which need a
-    real Prefect API: :func:`prefect_api` finds or starts one), without the per-run heartbeat."""
+    """Run a flow on the config's runner (threads, or Dask or Ray worker processes — which
+    need a real Prefect API: :func:`prefect_api` finds or starts one), without the per-run
+    heartbeat."""
     cfg = load_config(config) if not hasattr(config, "runner") else config
     with ExitStack() as stack:
-        if cfg.runner == "dask":
+        if cfg.runner in ("dask", "ray"):
             stack.enter_context(prefect_api())
         stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
         return flow_.with_options(task_runner=_runner(cfg))(config, run_dir)
