@@ -10,7 +10,6 @@ interleaved repetitions; printed as ratios.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import warnings
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 
 from onnxlens import Explainer
 from onnxlens.evaluation import evaluate
-from timing import timed  # benchmarks/timing.py
+from timing import interleaved_medians  # benchmarks/timing.py
 
 STEPS = 48
 
@@ -70,11 +69,7 @@ def main() -> None:
             evaluate(explainer, x.numpy(), [e], ["deletion", "insertion"], baselines=(),
                      params={"deletion": {"steps": STEPS}, "insertion": {"steps": STEPS}})
 
-        mine, ref = [], []
-        for _ in range(args.repeats + 1):
-            mine.append(timed(onnxlens_run))
-            ref.append(timed(quantus_run))
-        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        m, r = interleaved_medians(onnxlens_run, quantus_run, args.repeats)
         print(f"{name:<30}{m:>11.2f}{r:>11.2f}{r / m:>18.2f}")
 
 

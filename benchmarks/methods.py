@@ -7,7 +7,6 @@ batch 8, CPU, same thread count, interleaved repetitions; printed as ratios.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import torchvision
 from captum.attr import IntegratedGradients, LayerGradCam
 
 from onnxlens import Explainer
-from timing import model_benchmark_args, timed  # benchmarks/timing.py
+from timing import interleaved_medians, model_benchmark_args  # benchmarks/timing.py
 
 
 def main() -> None:
@@ -44,11 +43,7 @@ def main() -> None:
           f"median of {args.repeats} interleaved runs (first round dropped)")
     print(f"{'method':<34}{'onnxlens s':>11}{'Captum s':>10}{'Captum/onnxlens':>17}")
     for name, (ours, theirs) in runs.items():
-        mine, ref = [], []
-        for _ in range(args.repeats + 1):
-            mine.append(timed(ours))
-            ref.append(timed(theirs))
-        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        m, r = interleaved_medians(ours, theirs, args.repeats)
         print(f"{name:<34}{m:>11.2f}{r:>10.2f}{r / m:>17.2f}")
 
 

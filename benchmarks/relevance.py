@@ -7,7 +7,6 @@ batch 8, CPU, same threads, interleaved repetitions; printed as ratios.
 
 from __future__ import annotations
 
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from zennit.composites import EpsilonPlusFlat
 from zennit.torchvision import ResNetCanonizer
 
 from onnxlens import Explainer
-from timing import model_benchmark_args, timed  # benchmarks/timing.py
+from timing import interleaved_medians, model_benchmark_args  # benchmarks/timing.py
 
 
 def vgg16_shaped():
@@ -50,11 +49,7 @@ def main() -> None:
             with Gradient(model=net, composite=EpsilonPlusFlat(canonizers=[canonizer])) as attributor:
                 attributor(x, lambda out: out * one_hot)
 
-        mine, ref = [], []
-        for _ in range(args.repeats + 1):
-            mine.append(timed(lambda: explainer.explain(x.numpy(), "lrp", target=targets)))
-            ref.append(timed(zennit_run))
-        m, r = statistics.median(mine[1:]), statistics.median(ref[1:])
+        m, r = interleaved_medians(lambda: explainer.explain(x.numpy(), "lrp", target=targets), zennit_run, args.repeats)
         print(f"{name:<22}{m:>11.2f}{r:>10.2f}{r / m:>17.2f}")
 
 

@@ -1,6 +1,7 @@
 """Timing helpers shared by the benchmark scripts."""
 
 import argparse
+import statistics
 import time
 
 
@@ -19,3 +20,13 @@ def timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def interleaved_medians(ours, theirs, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``ours`` and ``theirs``, run alternately ``repeats`` + 1 times with
+    the first round dropped (warm-up)."""
+    mine, ref = [], []
+    for _ in range(repeats + 1):
+        mine.append(timed(ours))
+        ref.append(timed(theirs))
+    return statistics.median(mine[1:]), statistics.median(ref[1:])

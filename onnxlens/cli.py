@@ -324,6 +324,7 @@ def audit(
     runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask or ray (Prefect on worker processes) or direct (no Prefect).")] = "threads",
     workers: Annotated[Optional[int], typer.Option(help="Concurrent tasks, or Dask worker processes.")] = None,
     dask_address: Annotated[Optional[str], typer.Option(help="Join this Dask scheduler instead of a LocalCluster.")] = None,
+    compare: Annotated[Optional[Path], typer.Option(help="An earlier run folder: add a drift summary against it.")] = None,
 ) -> None:
     """Audit a model: explain every input with each method, evaluate the explanations, write
     results.json, verdict.json and summary.html into the run folder. Exit code 0: the verdict
@@ -351,6 +352,7 @@ def audit(
         raise OnnxLensError(f"--runner must be threads, dask, ray or direct, got {runner!r}")
     for key, value in (("batch_size", batch_size), ("device", device), ("output", str(out) if out else None),
                        ("workers", workers), ("dask_address", dask_address),
+                       ("compare", str(compare) if compare else None),
                        ("runner", runner if runner != "direct" else None)):
         if value is not None:
             raw[key] = value

@@ -121,6 +121,12 @@ def test_direct_audit_and_its_resume(tmp_path):
     again = audit.audit_directly(config)
     assert again["provenance"]["tasks_reused"] == 9 and again["provenance"]["tasks_computed"] == 0
     assert _without_timing(again) == _without_timing(first)
+    later = audit.audit_directly({**config, "output": str(tmp_path / "later"), "compare": config["output"],
+                                  "dataset": {**config["dataset"], "limit": 8}})
+    drift = later["drift"]["metrics"]["deletion"]["lrp"]
+    assert drift["previous"] == first["evaluation"]["metrics"]["deletion"]["results"]["lrp"]["mean"]
+    assert drift["change"] == pytest.approx(drift["current"] - drift["previous"])
+    assert later["drift"]["model_changed"] is False and "Drift since" in (tmp_path / "later" / "summary.html").read_text()
     run = Path(config["output"])
     assert json.loads((run / "verdict.json").read_text())["passed"] is False
 

@@ -302,7 +302,7 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     """Merge every batch into the run's results.json and verdict.json (and summary.html)."""
-    from onnxlens.pipelines.summary import merge_batches, verdict, write_summary
+    from onnxlens.pipelines.summary import drift, merge_batches, verdict, write_summary
 
     config = plan_.audit
     run = Path(plan_.run_dir)
@@ -326,6 +326,8 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
                        "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
     }
     results["verdict"] = verdict(config, merged, failed)
+    if config.compare is not None:
+        results["drift"] = drift(results, config.compare)
     write_json(run / "results.json", results)
     write_json(run / "verdict.json", results["verdict"])
     if "html" in config.formats:

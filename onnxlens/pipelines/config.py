@@ -90,6 +90,7 @@ class AuditConfig(_Strict):
     baselines: bool = True
     seed: int = 0
     thresholds: list[Threshold] = []
+    compare: Path | None = None  #: an earlier run folder: the results get a drift summary against it
 
     @field_validator("methods", mode="before")
     @classmethod

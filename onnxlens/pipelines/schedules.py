@@ -21,9 +21,14 @@ from onnxlens.pipelines.server import prefect_api
 @flow(name="onnxlens-scheduled-audit", persist_result=False, validate_parameters=False,
       task_runner=ThreadPoolTaskRunner(max_workers=1))
 def scheduled_audit(config_path: str) -> dict:
-    """The audit of ``config_path`` into ``<output>/<UTC time>/``."""
+    """The audit of ``config_path`` into ``<output>/<UTC time>/``, with its drift since the
+    previous scheduled run."""
     config = load_config(config_path)
-    run_dir = Path(config.output) / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = Path(config.output)
+    earlier = sorted(p for p in base.glob("*T*Z") if (p / "results.json").exists()) if base.exists() else []
+    if earlier and config.compare is None:
+        config.compare = earlier[-1]  # each scheduled run reports its drift since the last one
+    run_dir = base / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     return flows._run(config, str(run_dir), ("explain", "evaluate", "report"))
 
 

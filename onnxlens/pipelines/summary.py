@@ -3,12 +3,14 @@ issue's renderer takes over from the same results.json)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment
 
 from onnxlens.pipelines.audit import EXIT_VERDICT_FAILED, write_atomic
+from onnxlens.pipelines.config import ConfigError
 
 
 def _mean(values) -> float | None:
@@ -78,6 +80,27 @@ def verdict(config, merged: dict, failed: dict) -> dict:
             "failed_items": len(failed)}
 
 
+def drift(results: dict, previous_run: Path) -> dict:
+    """Each metric mean of this run beside the same mean in ``previous_run`` (an earlier run
+    folder), the change, and whether the model or the verdict changed."""
+    path = Path(previous_run) / "results.json"
+    try:
+        before = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot compare with {str(previous_run)!r}: {exc}") from None
+    changes = {}
+    for name, entry in results["evaluation"].get("metrics", {}).items():
+        old = before.get("evaluation", {}).get("metrics", {}).get(name, {}).get("results", {})
+        for label, r in entry["results"].items():
+            previous = old.get(label, {}).get("mean")
+            current = r["mean"]
+            change = None if previous is None or current is None else current - previous
+            changes.setdefault(name, {})[label] = {"previous": previous, "current": current, "change": change}
+    return {"previous_run": str(previous_run), "previous_created": before.get("created"),
+            "model_changed": before.get("model", {}).get("sha256") != results["model"].get("sha256"),
+            "verdict_before": before.get("verdict", {}).get("passed"), "metrics": changes}
+
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>onnxlens audit · {{ model.file }}</title>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}
@@ -95,6 +118,13 @@ td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th:first-child,td
 <h2>Metric means</h2><table><tr><th>metric</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
 {% for name, entry in evaluation.metrics.items() %}<tr><td>{{ name }}</td>{% for c in columns %}
 <td>{% set r = entry.results.get(c) %}{{ "%.4g"|format(r.mean) if r and r.mean is not none else "–" }}</td>{% endfor %}</tr>{% endfor %}</table>
+{% if drift %}<h2>Drift since {{ drift.previous_created }}</h2>
+<p>{{ "The model changed (another sha256)." if drift.model_changed else "Same model." }}
+Verdict then: {{ "passed" if drift.verdict_before else "failed" }}.</p>
+<table><tr><th>metric</th><th>method</th><th>then</th><th>now</th><th>change</th></tr>
+{% for name, by in drift.metrics.items() %}{% for label, d in by.items() %}<tr><td>{{ name }}</td><td>{{ label }}</td>
+<td>{{ "%.4g"|format(d.previous) if d.previous is not none else "–" }}</td><td>{{ "%.4g"|format(d.current) if d.current is not none else "–" }}</td>
+<td>{{ "%+.3g"|format(d.change) if d.change is not none else "–" }}</td></tr>{% endfor %}{% endfor %}</table>{% endif %}
 {% if items.failed %}<h2>Failed inputs</h2><ul>{% for k, v in items.failed.items() %}<li>{{ k }}: {{ v }}</li>{% endfor %}</ul>{% endif %}
 {% if provenance.notes %}<h2>Notes</h2><ul>{% for n in provenance.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 <p>onnxlens {{ onnxlens_version }} · {{ created }} · tasks computed {{ provenance.tasks_computed }}, reused {{ provenance.tasks_reused }}</p>
@@ -106,5 +136,5 @@ def write_summary(path: Path, results: dict) -> None:
     """A self-contained HTML page of the verdict and the metric means (every string escaped)."""
     columns = list(dict.fromkeys(label for entry in results["evaluation"].get("metrics", {}).values()
                                  for label in entry["results"]))
-    html = Environment(autoescape=True).from_string(_PAGE).render(columns=columns, **results)
+    html = Environment(autoescape=True).from_string(_PAGE).render(columns=columns, **{"drift": None, **results})
     write_atomic(path, html.encode())
