@@ -51,6 +51,12 @@ def test_config_validation_names_the_problem(change, phrase, tmp_path):
         load_config(_config(tmp_path, **change))
 
 
+def test_layout_override_reaches_the_model(tmp_path):
+    config = load_config(_config(tmp_path, dataset={"preprocessing": {"layout": "NHWC"}}))
+    assert audit.explainer_for(config).model.spec.image_input.layout == "NHWC"
+    assert audit.explainer_for(load_config(_config(tmp_path))).model.spec.image_input.layout == "NCHW"
+
+
 def test_config_files_in_three_formats(tmp_path):
     (tmp_path / "a.toml").write_text('model = "m.onnx"\nmethods = ["gradient"]\n[dataset]\npath = "data"\n')
     (tmp_path / "a.yaml").write_text("model: m.onnx\nmethods: [gradient]\ndataset: {path: data}\n")

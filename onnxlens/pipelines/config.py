@@ -21,13 +21,15 @@ class _Strict(BaseModel):
 
 
 class PreprocessingConfig(_Strict):
-    """How image files become model inputs (ignored for .npy/.npz datasets)."""
+    """How image files become model inputs (size, channels and layout come from the model;
+    ``layout`` overrides the detected one, for arrays too)."""
 
     mean: list[float] | None = None
     std: list[float] | None = None
     channel_order: Literal["rgb", "bgr"] = "rgb"
     value_range: Literal["0-1", "0-255"] = "0-1"
     resize_shorter: int | None = Field(None, gt=0)
+    layout: Literal["NCHW", "NHWC"] | None = None  #: override the detected input layout
 
 
 class DatasetConfig(_Strict):

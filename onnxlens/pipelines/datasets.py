@@ -121,7 +121,7 @@ def _manifest_items(path: Path) -> list[Item]:
 
 def load_batch(config: DatasetConfig, items: list[Item], spec, size: tuple[int, int]) -> Batch:
     """The inputs (and masks) of ``items``; items that cannot be read are recorded in ``failed``."""
-    prep = Preprocessing(**config.preprocessing.model_dump())
+    prep = Preprocessing(**config.preprocessing.model_dump(exclude={"layout"}))
     arrays = _load_npz(config) if any(i.source.startswith("array:") for i in items) else None
     rows, ok, masks, failed = [], [], [], {}
     for item in items:
