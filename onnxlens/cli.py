@@ -327,7 +327,7 @@ def audit(
     compare: Annotated[Optional[Path], typer.Option(help="An earlier run folder: add a drift summary against it.")] = None,
 ) -> None:
     """Audit a model: explain every input with each method, evaluate the explanations, write
-    results.json, verdict.json and summary.html into the run folder. Exit code 0: the verdict
+    results.json, verdict.json and report.html into the run folder. Exit code 0: the verdict
     passed; 5: a `fail` threshold was not met; 1: bad input."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -387,7 +387,7 @@ def audit(
                                          f"≥ {check['min']}" if check["min"] is not None else "") if p)
             typer.echo(f"  {check['severity'].upper()}: {_one_line(check['description'] or check['metric'])} · "
                        f"{_one_line(check['method'])} = {value} (limit {limit})")
-    typer.echo(f"wrote {config.output}/results.json, verdict.json" + (", summary.html" if "html" in config.formats else ""))
+    typer.echo(f"wrote {config.output}/results.json, verdict.json" + (", report.html" if "html" in config.formats else ""))
     if not verdict["passed"]:
         raise typer.Exit(verdict["exit_code"])
 
@@ -405,6 +405,18 @@ def serve(
     from onnxlens.pipelines.schedules import serve_audit
 
     serve_audit(config, cron, interval, name, run_once, announce=typer.echo)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by onnxlens audit.")],
+) -> None:
+    """Re-render a run's report.html from its results.json and stored batches."""
+    from onnxlens.pipelines.audit import load_plan, write_report
+
+    if not (run_dir / "plan.json").exists() or not (run_dir / "results.json").exists():
+        raise OnnxLensError(f"{str(run_dir)!r} is not a finished audit run (no plan.json / results.json)")
+    typer.echo(f"wrote {write_report(load_plan(run_dir))}")
 
 
 def _safe(value) -> Text:

@@ -303,8 +303,8 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 
 
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
-    """Merge every batch into the run's results.json and verdict.json (and summary.html)."""
-    from onnxlens.pipelines.summary import drift, merge_batches, verdict, write_summary
+    """Merge every batch into the run's results.json and verdict.json (and report.html)."""
+    from onnxlens.pipelines.summary import drift, merge_batches, verdict
 
     config = plan_.audit
     run = Path(plan_.run_dir)
@@ -333,8 +333,52 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     write_json(run / "results.json", results)
     write_json(run / "verdict.json", results["verdict"])
     if "html" in config.formats:
-        write_summary(run / "summary.html", results)
+        write_report(plan_, results)
     return results
+
+
+def write_report(plan_: RunPlan, results: dict | None = None) -> Path:
+    """Render report.html from results.json and the stored batches (``onnxlens report``
+    re-renders an old run this way)."""
+    from onnxlens.report.html import render_html
+
+    run = Path(plan_.run_dir)
+    results = results or json.loads((run / "results.json").read_text())
+    path = run / "report.html"
+    write_atomic(path, render_html(results, _gallery(plan_, results)).encode())
+    return path
+
+
+def _gallery(plan_: RunPlan, results: dict) -> list[dict]:
+    """Overlays of the first ``gallery_size`` evaluated inputs, one per method."""
+    from onnxlens.evaluation.maps import displayable
+    from onnxlens.report.figures import overlay_uri
+
+    config = plan_.audit
+    wanted = results["evaluation"].get("ids", [])[: config.gallery_size]
+    rows = []
+    for index in range(len(plan_.batches)):
+        if len(rows) >= len(wanted):
+            break
+        ids = {i["id"] for i in (plan_.items[j] for j in plan_.batches[index])}
+        if not ids & set(wanted):
+            continue
+        _, explainer, batch = _load(plan_, index)
+        layout = explainer.model.spec.image_input.layout
+        maps = {}
+        for label in config.method_labels():
+            path = explain_path(plan_, index, label)
+            if path.exists():
+                with np.load(path, allow_pickle=False) as data:
+                    if "heatmap" in data.files:
+                        maps[label] = {str(i): (h, int(t)) for i, h, t in zip(data["ids"], data["heatmap"], data["target"])}
+        for row, item in zip(batch.x, batch.ok):
+            if item.id in wanted:
+                picture = displayable(row, layout)
+                cells = [{"method": label, "target": m[item.id][1], "uri": overlay_uri(picture, m[item.id][0])}
+                         for label, m in maps.items() if item.id in m]
+                rows.append({"id": item.id, "cells": cells})
+    return rows
 
 
 def audit_directly(config: AuditConfig | dict | str | Path, run_dir=None, progress=None) -> dict:

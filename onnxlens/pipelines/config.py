@@ -89,6 +89,7 @@ class AuditConfig(_Strict):
     retries: int = Field(2, ge=0)
     output: Path = Path("audit_run")
     formats: list[Literal["json", "html"]] = ["json", "html"]
+    gallery_size: int = Field(6, ge=0)  #: inputs shown with their overlays in report.html
     baselines: bool = True
     seed: int = 0
     thresholds: list[Threshold] = []

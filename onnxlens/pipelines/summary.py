@@ -1,5 +1,4 @@
-"""Merging batch results into one run, the verdict, and a minimal HTML summary (the report
-issue's renderer takes over from the same results.json)."""
+"""Merging batch results into one run, the verdict, and the drift against an earlier run."""
 
 from __future__ import annotations
 
@@ -7,9 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from jinja2 import Environment
 
-from onnxlens.pipelines.audit import EXIT_VERDICT_FAILED, write_atomic
+from onnxlens.pipelines.audit import EXIT_VERDICT_FAILED
 from onnxlens.pipelines.config import ConfigError
 
 
@@ -99,42 +97,3 @@ def drift(results: dict, previous_run: Path) -> dict:
     return {"previous_run": str(previous_run), "previous_created": before.get("created"),
             "model_changed": before.get("model", {}).get("sha256") != results["model"].get("sha256"),
             "verdict_before": before.get("verdict", {}).get("passed"), "metrics": changes}
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>onnxlens audit · {{ model.file }}</title>
-<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse;margin:1em 0}
-td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th:first-child,td:first-child{text-align:left}
-.fail{color:#a00;font-weight:bold}.pass{color:#070;font-weight:bold}.warn{color:#a60;font-weight:bold}</style></head>
-<body><h1>Audit of {{ model.file }}</h1>
-<p>Verdict: {% if verdict.passed %}<span class="pass">PASSED</span>{% else %}<span class="fail">FAILED</span>{% endif %}
-— {{ items.evaluated }} of {{ items.total }} inputs evaluated, {{ items.failed|length }} failed.</p>
-{% if verdict.checks %}<table><tr><th>check</th><th>method</th><th>value</th><th>limit</th><th>result</th></tr>
-{% for c in verdict.checks %}<tr><td>{{ c.description or c.metric }}</td><td>{{ c.method }}</td>
-<td>{{ "%.4g"|format(c.value) if c.value is not none else "–" }}</td>
-<td>{% if c.max is not none %}≤ {{ c.max }}{% endif %}{% if c.min is not none %} ≥ {{ c.min }}{% endif %}</td>
-<td class="{{ 'pass' if c.passed else ('warn' if c.severity == 'warn' else 'fail') }}">{{ 'ok' if c.passed else c.severity }}</td></tr>{% endfor %}</table>{% endif %}
-<h2>Model</h2><p>sha256 {{ model.sha256 }} · producer {{ model.producer.name }} {{ model.producer.version }} · canonical opset {{ model.canonical_opset }}</p>
-<h2>Metric means</h2><table><tr><th>metric</th>{% for c in columns %}<th>{{ c }}</th>{% endfor %}</tr>
-{% for name, entry in evaluation.metrics.items() %}<tr><td>{{ name }}</td>{% for c in columns %}
-<td>{% set r = entry.results.get(c) %}{{ "%.4g"|format(r.mean) if r and r.mean is not none else "–" }}</td>{% endfor %}</tr>{% endfor %}</table>
-{% if drift %}<h2>Drift since {{ drift.previous_created }}</h2>
-<p>{{ "The model changed (another sha256)." if drift.model_changed else "Same model." }}
-Verdict then: {{ "passed" if drift.verdict_before else "failed" }}.</p>
-<table><tr><th>metric</th><th>method</th><th>then</th><th>now</th><th>change</th></tr>
-{% for name, by in drift.metrics.items() %}{% for label, d in by.items() %}<tr><td>{{ name }}</td><td>{{ label }}</td>
-<td>{{ "%.4g"|format(d.previous) if d.previous is not none else "–" }}</td><td>{{ "%.4g"|format(d.current) if d.current is not none else "–" }}</td>
-<td>{{ "%+.3g"|format(d.change) if d.change is not none else "–" }}</td></tr>{% endfor %}{% endfor %}</table>{% endif %}
-{% if items.failed %}<h2>Failed inputs</h2><ul>{% for k, v in items.failed.items() %}<li>{{ k }}: {{ v }}</li>{% endfor %}</ul>{% endif %}
-{% if provenance.notes %}<h2>Notes</h2><ul>{% for n in provenance.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
-<p>onnxlens {{ onnxlens_version }} · {{ created }} · tasks computed {{ provenance.tasks_computed }}, reused {{ provenance.tasks_reused }}</p>
-</body></html>
-"""
-
-
-def write_summary(path: Path, results: dict) -> None:
-    """A self-contained HTML page of the verdict and the metric means (every string escaped)."""
-    columns = list(dict.fromkeys(label for entry in results["evaluation"].get("metrics", {}).values()
-                                 for label in entry["results"]))
-    html = Environment(autoescape=True).from_string(_PAGE).render(columns=columns, **{"drift": None, **results})
-    write_atomic(path, html.encode())

@@ -1,0 +1,46 @@
+"""Figures embedded in reports as data URIs (no files beside the page, no network)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from onnxlens.report.overlay import overlay  # noqa: E402
+
+
+def png_uri(image: np.ndarray) -> str:
+    """A uint8 H×W×3 array as a PNG data URI."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def overlay_uri(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", scale: int | None = None) -> str:
+    """The original beside its heatmap overlay, enlarged (nearest) so small inputs stay visible."""
+    image = Image.fromarray(overlay(picture, heatmap, colormap))
+    factor = scale or max(1, 128 // max(picture.shape[:2]))
+    if factor > 1:
+        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
+    return png_uri(np.asarray(image))
+
+
+def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
+    """Mean curves of several methods on [0, 1] as one line chart."""
+    fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=100)
+    for label, values in curves.items():
+        ax.plot(np.linspace(0, 1, len(values)), values, label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
