@@ -152,10 +152,11 @@ def test_report_page_holds_overlays_and_curves_and_re_renders(tmp_path, cli):
     config = _config(tmp_path, dataset={"limit": 6}, metrics=["deletion", "insertion", "pointing_game"],
                      gallery_size=3, baselines=True)
     config["dataset"]["masks_key"] = None
-    results = audit.audit_directly({**config, "metrics": ["deletion", "insertion"]})
+    results = audit.audit_directly({**config, "metrics": ["deletion", "insertion", "model_randomization"]})
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.count('alt="gradient overlay of') == 3 and page.count('alt="lrp overlay of') == 3
     assert 'alt="Deletion (lower is better)"' in page and "http://" not in page and "https://" not in page
+    assert 'alt="Sanity check: cascading randomization"' in page
     assert results["verdict"]["passed"]
     (tmp_path / "run" / "report.html").unlink()
     result = cli("report", tmp_path / "run")

@@ -44,3 +44,20 @@ def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: 
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def layers_uri(title: str, series: dict[str, list[float]], layers: list[str]) -> str:
+    """Similarity to the original map after randomizing each layer (top-down), one line per
+    method (Adebayo et al.'s figure)."""
+    fig, ax = plt.subplots(figsize=(max(4.2, 0.45 * len(layers) + 1.5), 3.2), dpi=100)
+    for label, values in series.items():
+        ax.plot(range(len(values)), values, marker="o", label=label)
+    ax.set_xticks(range(len(layers)), [name[-18:] for name in layers], rotation=60, ha="right", fontsize=6)
+    ax.set(title=title, ylabel="Spearman |map| vs original", ylim=(-0.2, 1.05))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

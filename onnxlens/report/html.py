@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from jinja2 import Environment
 
-from onnxlens.report.figures import curves_uri
+from onnxlens.report.figures import curves_uri, layers_uri
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>onnxlens audit · {{ model.file }}</title>
@@ -31,7 +31,7 @@ td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th:first-child,td
 <tr><td>onnxlens</td><td>{{ onnxlens_version }} · {{ created }}</td></tr></table>
 {% if gallery %}<h2>Explanations</h2>{% for row in gallery %}<div><b>{{ row.id }}</b><br>{% for cell in row.cells %}
 <figure><img src="{{ cell.uri }}" alt="{{ cell.method }} overlay of {{ row.id }}"><figcaption>{{ cell.method }} · class {{ cell.target }}</figcaption></figure>{% endfor %}</div>{% endfor %}{% endif %}
-{% if curves %}<h2>Faithfulness curves</h2>{% for c in curves %}<figure><img src="{{ c.uri }}" alt="{{ c.title }}"><figcaption>{{ c.title }}</figcaption></figure>{% endfor %}{% endif %}
+{% if curves %}<h2>Curves</h2>{% for c in curves %}<figure><img src="{{ c.uri }}" alt="{{ c.title }}"><figcaption>{{ c.title }}</figcaption></figure>{% endfor %}{% endif %}
 <h2>Metric means</h2><p>Columns in italics are model-free saliency baselines: a method that does not beat them says nothing about the model.</p>
 <table><tr><th>metric</th>{% for c in columns %}<th class="{{ 'baseline' if c.startswith('baseline:') else '' }}">{{ c }}</th>{% endfor %}</tr>
 {% for name, entry in evaluation.metrics.items() %}<tr><td>{{ name }}</td>{% for c in columns %}
@@ -67,6 +67,12 @@ def render_html(results: dict, gallery: list[dict] | None = None) -> str:
             lines = {label: r["curve"] for label, r in metrics[name]["results"].items() if r.get("curve")}
             if lines:
                 curves.append({"title": title, "uri": curves_uri(title, lines, xlabel, "class probability")})
+    randomization = metrics.get("model_randomization", {}).get("results", {})
+    if randomization:
+        first = next(iter(randomization.values()))
+        series = {label: r["spearman_abs_by_layer"] for label, r in randomization.items()}
+        title = f"Sanity check: {first.get('mode', 'cascading')} randomization"
+        curves.append({"title": title, "uri": layers_uri(title, series, first["layers"])})
     agreement = results["evaluation"].get("agreement")
     return Environment(autoescape=True).from_string(_PAGE).render(
         columns=columns, curves=curves, gallery=gallery or [],
