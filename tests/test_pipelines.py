@@ -45,6 +45,7 @@ def _config(tmp_path, **overrides):
     ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
     ({"methods": []}, "methods: List should have at least 1 item"),
     ({"target": "mine"}, "target: Input should be 'predicted' or 'label'"),
+    ({"colormap": "rainbowz"}, "unknown colormap 'rainbowz'"),
 ])
 def test_config_validation_names_the_problem(change, phrase, tmp_path):
     with pytest.raises(ConfigError, match=phrase):
@@ -156,7 +157,8 @@ def test_report_page_holds_overlays_and_curves_and_re_renders(tmp_path, cli):
     page = (tmp_path / "run" / "report.html").read_text()
     assert page.count('alt="gradient overlay of') == 3 and page.count('alt="lrp overlay of') == 3
     assert 'alt="Deletion (lower is better)"' in page and "http://" not in page and "https://" not in page
-    assert 'alt="Sanity check: cascading randomization"' in page
+    assert 'alt="Sanity check: cascading randomization"' in page and "<h2>Timings</h2>" in page
+    assert results["timings"]["explain"]["lrp"]["inputs"] == 6 and results["timings"]["explain"]["lrp"]["seconds"] > 0
     assert results["verdict"]["passed"]
     (tmp_path / "run" / "report.html").unlink()
     result = cli("report", tmp_path / "run")

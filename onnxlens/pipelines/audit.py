@@ -326,6 +326,7 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         "evaluation": merged,
         "provenance": {"tasks_computed": statuses.count("computed"), "tasks_reused": statuses.count("reused"),
                        "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
+        "timings": _timings(task_log, merged),
     }
     results["verdict"] = verdict(config, merged, failed)
     if config.compare is not None:
@@ -337,6 +338,22 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     return results
 
 
+def _timings(task_log: list[dict], merged: dict) -> dict:
+    """Seconds spent explaining, per method (as first computed, also for reused batches), and
+    evaluating, per metric."""
+    explain: dict[str, dict] = {}
+    for entry in task_log:
+        if "method" in entry and "seconds" in entry:
+            t = explain.setdefault(entry["method"], {"seconds": 0.0, "inputs": 0})
+            t["seconds"] += entry["seconds"]
+            t["inputs"] += entry.get("rows", 0)
+    for t in explain.values():
+        t["per_input"] = t["seconds"] / t["inputs"] if t["inputs"] else None
+    evaluate_ = {name: sum(r.get("seconds", 0.0) for r in entry["results"].values())
+                 for name, entry in merged.get("metrics", {}).items()}
+    return {"explain": explain, "evaluate": evaluate_}
+
+
 def write_report(plan_: RunPlan, results: dict | None = None) -> Path:
     """Render report.html from results.json and the stored batches (``onnxlens report``
     re-renders an old run this way)."""
@@ -345,7 +362,7 @@ def write_report(plan_: RunPlan, results: dict | None = None) -> Path:
     run = Path(plan_.run_dir)
     results = results or json.loads((run / "results.json").read_text())
     path = run / "report.html"
-    write_atomic(path, render_html(results, _gallery(plan_, results)).encode())
+    write_atomic(path, render_html(results, _gallery(plan_, results), plan_.audit.colormap).encode())
     return path
 
 
@@ -375,7 +392,8 @@ def _gallery(plan_: RunPlan, results: dict) -> list[dict]:
         for row, item in zip(batch.x, batch.ok):
             if item.id in wanted:
                 picture = displayable(row, layout)
-                cells = [{"method": label, "target": m[item.id][1], "uri": overlay_uri(picture, m[item.id][0])}
+                cells = [{"method": label, "target": m[item.id][1],
+                          "uri": overlay_uri(picture, m[item.id][0], config.colormap)}
                          for label, m in maps.items() if item.id in m]
                 rows.append({"id": item.id, "cells": cells})
     return rows

@@ -90,10 +90,20 @@ class AuditConfig(_Strict):
     output: Path = Path("audit_run")
     formats: list[Literal["json", "html"]] = ["json", "html"]
     gallery_size: int = Field(6, ge=0)  #: inputs shown with their overlays in report.html
+    colormap: str = "jet"  #: matplotlib colormap of the overlays
     baselines: bool = True
     seed: int = 0
     thresholds: list[Threshold] = []
     compare: Path | None = None  #: an earlier run folder: the results get a drift summary against it
+
+    @field_validator("colormap")
+    @classmethod
+    def _known_colormap(cls, value):
+        import matplotlib
+
+        if value not in matplotlib.colormaps:
+            raise ValueError(f"unknown colormap {value!r}; any matplotlib colormap name works (e.g. jet, viridis)")
+        return value
 
     @field_validator("methods", mode="before")
     @classmethod

@@ -29,7 +29,7 @@ td,th{border:1px solid #bbb;padding:.3em .6em;text-align:right}th:first-child,td
 <tr><td>opset (canonical)</td><td>{{ model.canonical_opset }}</td></tr>
 <tr><td>doc string</td><td>{{ model.doc_string }}</td></tr>
 <tr><td>onnxlens</td><td>{{ onnxlens_version }} · {{ created }}</td></tr></table>
-{% if gallery %}<h2>Explanations</h2>{% for row in gallery %}<div><b>{{ row.id }}</b><br>{% for cell in row.cells %}
+{% if gallery %}<h2>Explanations</h2><p>Each input beside its {{ colormap }} overlay of |map| per method.</p>{% for row in gallery %}<div><b>{{ row.id }}</b><br>{% for cell in row.cells %}
 <figure><img src="{{ cell.uri }}" alt="{{ cell.method }} overlay of {{ row.id }}"><figcaption>{{ cell.method }} · class {{ cell.target }}</figcaption></figure>{% endfor %}</div>{% endfor %}{% endif %}
 {% if curves %}<h2>Curves</h2>{% for c in curves %}<figure><img src="{{ c.uri }}" alt="{{ c.title }}"><figcaption>{{ c.title }}</figcaption></figure>{% endfor %}{% endif %}
 <h2>Metric means</h2><p>Columns in italics are model-free saliency baselines: a method that does not beat them says nothing about the model.</p>
@@ -48,6 +48,11 @@ Verdict then: {{ "passed" if drift.verdict_before else "failed" }}.</p>
 <td>{{ "%+.3g"|format(d.change) if d.change is not none else "–" }}</td></tr>{% endfor %}{% endfor %}</table>{% endif %}
 {% if items.failed %}<h2>Failed inputs</h2><ul>{% for k, v in items.failed.items() %}<li>{{ k }}: {{ v }}</li>{% endfor %}</ul>{% endif %}
 {% if provenance.notes %}<h2>Notes</h2><ul>{% for n in provenance.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
+{% if timings %}<h2>Timings</h2><table><tr><th>method</th><th>seconds</th><th>per input</th></tr>
+{% for label, t in timings.explain.items() %}<tr><td>{{ label }}</td><td>{{ "%.3g"|format(t.seconds) }}</td>
+<td>{{ "%.3g"|format(t.per_input) if t.per_input is not none else "–" }}</td></tr>{% endfor %}</table>
+<table><tr><th>metric</th><th>seconds</th></tr>{% for name, sec in timings.evaluate.items() %}<tr><td>{{ name }}</td>
+<td>{{ "%.3g"|format(sec) }}</td></tr>{% endfor %}</table>{% endif %}
 <p>Tasks computed {{ provenance.tasks_computed }}, reused from an earlier run {{ provenance.tasks_reused }}.</p>
 </body></html>
 """
@@ -56,9 +61,9 @@ CURVES = {"deletion": ("Deletion (lower is better)", "fraction of pixels removed
           "insertion": ("Insertion (higher is better)", "fraction of pixels inserted")}
 
 
-def render_html(results: dict, gallery: list[dict] | None = None) -> str:
+def render_html(results: dict, gallery: list[dict] | None = None, colormap: str = "jet") -> str:
     """The page for a run's ``results`` (results.json) and a ``gallery`` of
-    ``{"id", "cells": [{"method", "target", "uri"}]}`` rows."""
+    ``{"id", "cells": [{"method", "target", "uri"}]}`` rows (overlays drawn in ``colormap``)."""
     metrics = results["evaluation"].get("metrics", {})
     columns = list(dict.fromkeys(label for entry in metrics.values() for label in entry["results"]))
     curves = []
@@ -77,4 +82,4 @@ def render_html(results: dict, gallery: list[dict] | None = None) -> str:
     return Environment(autoescape=True).from_string(_PAGE).render(
         columns=columns, curves=curves, gallery=gallery or [],
         agreement=agreement if agreement and agreement.get("pairs") else None,
-        **{"drift": None, **results})
+        colormap=colormap, **{"drift": None, "timings": None, **results})
