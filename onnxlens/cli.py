@@ -60,6 +60,21 @@ def inspect(
         _print_description(info, Console(width=max(100, Console().width), highlight=False))
 
 
+# Options that explain and evaluate share: how image files become inputs, and where to run.
+MeanOption = Annotated[Optional[str], typer.Option(help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")]
+StdOption = Annotated[Optional[str], typer.Option(help="Images: per-channel std.")]
+ChannelOrderOption = Annotated[str, typer.Option(help="Images: rgb or bgr.")]
+ValueRangeOption = Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")]
+LayoutOption = Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")]
+DeviceOption = Annotated[str, typer.Option(help="auto, cpu or cuda.")]
+
+
+def _preprocessing(mean: Optional[str], std: Optional[str], channel_order: str, value_range: str):
+    from onnxlens.pipelines.images import Preprocessing
+
+    return Preprocessing(_floats(mean), _floats(std), channel_order, value_range)
+
+
 def _parse_params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
@@ -90,12 +105,12 @@ def explain(
     param: Annotated[list[str], typer.Option(help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
     colormap: Annotated[str, typer.Option(help="Matplotlib colormap of .png overlays.")] = "jet",
     fmt: Annotated[str, typer.Option("--format", help="Per-image output for a folder input: png or npz.")] = "png",
-    mean: Annotated[Optional[str], typer.Option(help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Images: per-channel std.")] = None,
-    channel_order: Annotated[str, typer.Option(help="Images: rgb or bgr.")] = "rgb",
-    value_range: Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")] = "0-1",
-    layout: Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    channel_order: ChannelOrderOption = "rgb",
+    value_range: ValueRangeOption = "0-1",
+    layout: LayoutOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Explain a model's prediction for an input array, an image or a folder of images."""
     import numpy as np
@@ -104,7 +119,7 @@ def explain(
     from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info
     from onnxlens.evaluation.maps import displayable
-    from onnxlens.pipelines.images import Preprocessing, list_images, load_image
+    from onnxlens.pipelines.images import list_images, load_image
     from onnxlens.report.overlay import save_overlay
 
     params = _parse_params(param)
@@ -115,7 +130,7 @@ def explain(
         raise OnnxLensError(f"--out must end in .npz or .png, got {str(out)!r}")
     explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
     spec = explainer.model.spec.image_input
-    prep = Preprocessing(_floats(mean), _floats(std), channel_order, value_range)
+    prep = _preprocessing(mean, std, channel_order, value_range)
 
     def write(path: Path, row: np.ndarray, explanation) -> None:
         if path.suffix == ".npz":
@@ -217,12 +232,12 @@ def evaluate(
     param: Annotated[list[str], typer.Option(help="NAME.key=value for a method or metric (repeatable).")] = [],  # noqa: B006
     baselines: Annotated[bool, typer.Option(help="Score model-free saliency baselines beside the methods.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
-    mean: Annotated[Optional[str], typer.Option(help="Images: per-channel mean, e.g. 0.485,0.456,0.406.")] = None,
-    std: Annotated[Optional[str], typer.Option(help="Images: per-channel std.")] = None,
-    channel_order: Annotated[str, typer.Option(help="Images: rgb or bgr.")] = "rgb",
-    value_range: Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")] = "0-1",
-    layout: Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda.")] = "auto",
+    mean: MeanOption = None,
+    std: StdOption = None,
+    channel_order: ChannelOrderOption = "rgb",
+    value_range: ValueRangeOption = "0-1",
+    layout: LayoutOption = None,
+    device: DeviceOption = "auto",
 ) -> None:
     """Explain inputs with one or more methods and score the explanations (faithfulness,
     localization, complexity, agreement, model-free baselines) into a JSON file."""
@@ -233,7 +248,6 @@ def evaluate(
     from onnxlens.evaluation.registry import MetricError
     from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info, run_method
-    from onnxlens.pipelines.images import Preprocessing
 
     if out.suffix.lower() != ".json":
         raise OnnxLensError(f"--out must end in .json, got {str(out)!r}")
@@ -258,8 +272,7 @@ def evaluate(
             raise OnnxLensError(f"--param names {name!r}, which is neither a chosen method nor a chosen metric")
     explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
     spec = explainer.model.spec.image_input
-    x = explainer.engine.check_input(_inputs(input, input_key, spec, Preprocessing(_floats(mean), _floats(std),
-                                                                                  channel_order, value_range)))
+    x = explainer.engine.check_input(_inputs(input, input_key, spec, _preprocessing(mean, std, channel_order, value_range)))
     if limit is not None:
         x = x[:limit]
     truth = None

@@ -248,16 +248,18 @@ def _npz_bytes(**arrays) -> bytes:
     return buffer.getvalue()
 
 
-def _stored_explanation(path: Path, label: str):
-    """(row indices, Explanation) from a stored batch result, or None if it holds no rows."""
+def _stored_explanation(path: Path):
+    """(key, row indices, Explanation) of a stored batch result; (key, None, None) when it
+    holds no rows."""
     with np.load(path, allow_pickle=False) as data:
+        key = str(data["key"])
         if "attribution" not in data.files:
-            return None
+            return key, None, None
         diagnostics = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("diagnostics/")}
         e = Explanation(data["attribution"], data["heatmap"], data["target"], data["score"], str(data["method"]),
                         json.loads(str(data["params"])), data["layer_map"] if "layer_map" in data.files else None,
                         {"total": float(data["seconds"])}, diagnostics)
-        return data["rows"], e
+        return key, data["rows"], e
 
 
 def evaluate_path(plan_: RunPlan, index: int) -> Path:
@@ -268,10 +270,10 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
     """Evaluate the stored explanations of batch ``index`` (the inputs every method explained)."""
     config, explainer, batch = _load(plan_, index)
     labels = config.method_labels()
-    stored = {label: _stored_explanation(explain_path(plan_, index, label), label) for label in labels}
-    with_rows = {k: v for k, v in stored.items() if v is not None}
+    stored = {label: _stored_explanation(explain_path(plan_, index, label)) for label in labels}
+    with_rows = {label: (rows, e) for label, (_, rows, e) in stored.items() if e is not None}
     common = sorted(set.intersection(*(set(r.tolist()) for r, _ in with_rows.values()))) if with_rows else []
-    keys = [str(np.load(explain_path(plan_, index, label))["key"]) for label in labels]
+    keys = [key for key, _, _ in stored.values()]
     masks_digest = batch.masks.tobytes() if batch.masks is not None else b""
     metrics = [(m.name, m.params) for m in config.metrics]
     key = _digest(keys, metrics, masks_digest, config.baselines, config.seed, common)

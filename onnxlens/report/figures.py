@@ -15,11 +15,24 @@ from PIL import Image  # noqa: E402
 from onnxlens.report.overlay import overlay  # noqa: E402
 
 
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _figure_uri(fig) -> str:
+    """A finished matplotlib figure as a PNG data URI (the figure is closed)."""
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return _data_uri(buffer.getvalue())
+
+
 def png_uri(image: np.ndarray) -> str:
     """A uint8 H×W×3 array as a PNG data URI."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _data_uri(buffer.getvalue())
 
 
 def overlay_uri(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", scale: int | None = None) -> str:
@@ -39,11 +52,7 @@ def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: 
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _figure_uri(fig)
 
 
 def layers_uri(title: str, series: dict[str, list[float]], layers: list[str]) -> str:
@@ -56,8 +65,4 @@ def layers_uri(title: str, series: dict[str, list[float]], layers: list[str]) ->
     ax.set(title=title, ylabel="Spearman |map| vs original", ylim=(-0.2, 1.05))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    return _figure_uri(fig)
