@@ -118,7 +118,7 @@ def explain(
 
     from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info
-    from onnxlens.evaluation.maps import displayable
+    from onnxlens.methods.explanation import displayable
     from onnxlens.pipelines.images import list_images, load_image
     from onnxlens.report.overlay import save_overlay
 
@@ -340,7 +340,7 @@ def audit(
     compare: Annotated[Optional[Path], typer.Option(help="An earlier run folder: add a drift summary against it.")] = None,
 ) -> None:
     """Audit a model: explain every input with each method, evaluate the explanations, write
-    results.json, verdict.json and report.html into the run folder. Exit code 0: the verdict
+    results.json, verdict.json, report.html and report.pdf into the run folder. Exit code 0: the verdict
     passed; 5: a `fail` threshold was not met; 1: bad input."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -400,7 +400,11 @@ def audit(
                                          f"≥ {check['min']}" if check["min"] is not None else "") if p)
             typer.echo(f"  {check['severity'].upper()}: {_one_line(check['description'] or check['metric'])} · "
                        f"{_one_line(check['method'])} = {value} (limit {limit})")
-    typer.echo(f"wrote {config.output}/results.json, verdict.json" + (", report.html" if "html" in config.formats else ""))
+    for note in results["provenance"]["notes"]:
+        if note.startswith("report.pdf not written"):
+            typer.echo(f"warning: {note}", err=True)
+    documents = [name for name in ("report.html", "report.pdf") if (Path(config.output) / name).exists()]
+    typer.echo(f"wrote {config.output}/" + ", ".join(["results.json", "verdict.json", *documents]))
     if not verdict["passed"]:
         raise typer.Exit(verdict["exit_code"])
 
@@ -422,14 +426,26 @@ def serve(
 
 @app.command()
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by onnxlens audit.")],
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A run folder written by onnxlens audit.")] = None,
+    formats: Annotated[str, typer.Option("--formats", help="Documents to write: html, pdf (comma-separated).")] = "html,pdf",
+    schema: Annotated[bool, typer.Option("--schema", help="Print the JSON Schema of results.json and exit.")] = False,
 ) -> None:
-    """Re-render a run's report.html from its results.json and stored batches."""
-    from onnxlens.pipelines.audit import load_plan, write_report
+    """Render a run's verdict.json, report.html and report.pdf from its results.json and the
+    arrays beside it (neither the model nor the dataset is needed)."""
+    from onnxlens.report.bundle import json_schema
+    from onnxlens.report.render import render_run
 
-    if not (run_dir / "plan.json").exists() or not (run_dir / "results.json").exists():
-        raise OnnxLensError(f"{str(run_dir)!r} is not a finished audit run (no plan.json / results.json)")
-    typer.echo(f"wrote {write_report(load_plan(run_dir))}")
+    if schema:
+        typer.echo(json.dumps(json_schema(), indent=1))
+        return
+    if run_dir is None:
+        raise OnnxLensError("give a run folder (or --schema)")
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(chosen) - {"html", "pdf"})
+    if unknown:
+        raise OnnxLensError(f"unknown report format(s) {', '.join(map(repr, unknown))}; choose from html, pdf")
+    for path in render_run(run_dir, chosen):
+        typer.echo(f"wrote {path}")
 
 
 def _safe(value) -> Text:

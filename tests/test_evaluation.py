@@ -226,7 +226,9 @@ def test_evaluate_is_json_ready_and_shows_baselines(shapes):
     pointing = results["metrics"]["pointing_game"]["results"]
     assert {"gradient", "integrated_gradients", "baseline:center_surround", "baseline:spectral_residual",
             "baseline:local_entropy", "baseline:itti"} <= set(pointing)
-    assert "baseline:itti" not in results["metrics"]["deletion"]["results"]
+    # faithfulness scores the baselines too, on the class the methods explained; complexity not
+    assert "baseline:itti" in results["metrics"]["deletion"]["results"]
+    assert "baseline:itti" not in results["metrics"]["sparseness"]["results"]
     assert results["metrics"]["deletion"]["results"]["gradient"]["params"]["steps"] == 10
     assert len(results["metrics"]["deletion"]["results"]["gradient"]["curve"]) == 11
     relative = ig.diagnostics["completeness_gap"] / np.abs(ig.score - ig.diagnostics["baseline_score"])

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from onnxlens.evaluation.maps import displayable, unit_scaled
+from onnxlens.evaluation.maps import unit_scaled
+from onnxlens.methods.explanation import displayable
 
 
 def _gray(picture):

@@ -14,7 +14,7 @@ from onnxlens.evaluation import agreement as agreement_measures
 from onnxlens.evaluation.baselines import BASELINES, baseline_maps
 from onnxlens.evaluation.maps import boxes_to_masks, input_size
 from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, jsonable, metric_info, run_metric
-from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import run_method
 from onnxlens.runtime.engine import Engine
 from onnxlens.runtime.model_import import ImportedModel, import_model
@@ -26,7 +26,7 @@ DEFAULT_METRICS = ("deletion", "insertion", "faithfulness_correlation", "infidel
                    "pointing_game", "iou", "relevance_mass", "relevance_rank", "top_k_intersection",
                    "sparseness", "complexity", "completeness", "cost")
 #: Metric families that also score the model-free baselines, so each method is shown beside them.
-BASELINE_FAMILIES = ("localization",)
+BASELINE_FAMILIES = ("faithfulness", "localization")
 BASELINE_PREFIX = "baseline:"
 
 
@@ -78,10 +78,12 @@ def _masks(engine, x, masks, boxes):
     return masks.astype(bool)
 
 
-def _baseline_explanations(engine, x, names) -> dict[str, Explanation]:
+def _baseline_explanations(engine, x, names, target: np.ndarray) -> dict[str, Explanation]:
+    """Model-free maps as explanations of ``target`` (the class the methods explained, which
+    faithfulness metrics score); the attribution spreads each map evenly over the channels."""
     maps = baseline_maps(x, engine.spec.image_input.layout, names)
-    zeros = np.zeros(len(x), np.int64)
-    return {f"{BASELINE_PREFIX}{name}": Explanation(np.zeros_like(x), m, zeros, np.zeros(len(x)), name)
+    return {f"{BASELINE_PREFIX}{name}": Explanation(spread_over_channels(m, x, engine.channel_axis), m, target,
+                                                    np.zeros(len(x)), name)
             for name, m in maps.items()}
 
 
@@ -108,7 +110,7 @@ def evaluate(
     minus those needing masks when none are given). ``masks`` (N×H×W) or ``boxes`` (per image,
     a list of (x0, y0, x1, y1)) are the ground truth of localization; ``params`` maps a metric
     to its parameters; ``reference`` (N×H×W, e.g. eye-tracking fixations) adds each map's
-    agreement with it. Localization also scores the model-free ``baselines``, and agreement is
+    agreement with it. Faithfulness and localization also score the model-free ``baselines``; agreement is
     measured between every pair of maps. Returns plain dicts and lists (JSON-ready).
     """
     engine = _engine(model)
@@ -125,7 +127,8 @@ def evaluate(
     if unknown:
         raise MetricError(f"parameters given for metric(s) not run: {', '.join(map(quote, unknown))}")
     explained = _explanations(engine, x, explanations, target)
-    model_free = _baseline_explanations(engine, x, baselines) if baselines else {}
+    first = next(iter(explained.values()))
+    model_free = _baseline_explanations(engine, x, baselines, first.target) if baselines else {}
 
     subjects = {name: {**explained, **(model_free if metric_info(name).family in BASELINE_FAMILIES else {})}
                 for name in chosen}

@@ -14,14 +14,12 @@ from scipy.stats import pearsonr
 
 from onnxlens.evaluation.perturbation import (
     blurred,
-    class_score,
     normalized_auc,
     order_by_saliency,
-    pixel_mask,
-    scores_of_variants,
     step_masks,
     substrate,
 )
+from onnxlens.methods.scoring import class_score, pixel_mask, scores_of_variants
 from onnxlens.evaluation.maps import checked_heatmap
 from onnxlens.evaluation.registry import MetricError, metric
 

@@ -8,16 +8,6 @@ import numpy as np
 from onnxlens.evaluation.registry import MetricError
 
 
-def displayable(row: np.ndarray, layout: str) -> np.ndarray:
-    """An input row as an H×W×3 picture in [0, 1] (min–max scaled: preprocessing unknown)."""
-    hwc = row if layout == "NHWC" else np.moveaxis(row, 0, -1)
-    if hwc.shape[-1] == 1:
-        hwc = np.repeat(hwc, 3, axis=-1)
-    hwc = hwc[..., :3].astype(np.float64)
-    lo, hi = hwc.min(), hwc.max()
-    return (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
-
-
 def input_size(engine) -> tuple[int, int]:
     shape = engine.row_shape
     return tuple(shape[1:3]) if engine.channel_axis == 1 else tuple(shape[0:2])

@@ -63,7 +63,8 @@ def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks
 
     def register(fn):
         params = list(inspect.signature(fn).parameters.values())[2:]
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        # the first paragraph, as plain text
+        summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].replace("``", "").split())
         METRICS[name] = MetricInfo(name, fn, family, {p.name: p.default for p in params}, higher_is_better,
                                    needs_masks, summary)
         return fn

@@ -8,6 +8,23 @@ from pathlib import Path
 import numpy as np
 
 
+def spread_over_channels(heatmap: np.ndarray, x: np.ndarray, channel_axis: int) -> np.ndarray:
+    """A per-pixel map (N×H×W) as an attribution shaped like ``x``: each pixel's value split
+    evenly over its channels, so the sum over channels gives the map back."""
+    channels = x.shape[channel_axis]
+    return np.repeat(np.expand_dims(heatmap / channels, channel_axis), channels, channel_axis).astype(x.dtype)
+
+
+def displayable(row: np.ndarray, layout: str) -> np.ndarray:
+    """An input row as an H×W×3 picture in [0, 1] (min–max scaled: preprocessing unknown)."""
+    hwc = row if layout == "NHWC" else np.moveaxis(row, 0, -1)
+    if hwc.shape[-1] == 1:
+        hwc = np.repeat(hwc, 3, axis=-1)
+    hwc = hwc[..., :3].astype(np.float64)
+    lo, hi = hwc.min(), hwc.max()
+    return (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
+
+
 @dataclass
 class Explanation:
     """An explanation of a batch: one row per input.

@@ -21,12 +21,12 @@ from onnxlens import __version__
 from onnxlens.errors import OnnxLensError
 from onnxlens.evaluation import evaluate
 from onnxlens.evaluation.registry import jsonable
+from onnxlens.files import write_atomic, write_json
 from onnxlens.methods import Explainer, Explanation
 from onnxlens.methods.registry import run_method
 from onnxlens.pipelines.config import AuditConfig, load_config
 from onnxlens.pipelines.datasets import Batch, Item, list_items, load_batch
 
-SCHEMA = "onnxlens.audit/1"
 #: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
 EXIT_VERDICT_FAILED = 5
 
@@ -63,17 +63,6 @@ class RunPlan:
     def batch_items(self, index: int) -> list[Item]:
         return [Item(**{**self.items[i], "box": tuple(self.items[i]["box"]) if self.items[i]["box"] else None})
                 for i in self.batches[index]]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, value) -> None:
-    write_atomic(path, json.dumps(jsonable(value), indent=1, ensure_ascii=True, allow_nan=False).encode())
 
 
 _EXPLAINERS: dict[tuple, Explainer] = {}
@@ -169,7 +158,7 @@ def explain_batch(plan_: RunPlan, index: int, label: str) -> dict:
     parts = _explain_rows(config, explainer, method, batch.x, targets, rows, failed, notes, [i.id for i in batch.ok])
     kept = [r for r, _ in parts]
     meta = {"failed": failed, "notes": notes, "seconds": time.perf_counter() - start,
-            "rows": sum(map(len, kept))}
+            "rows": sum(map(len, kept)), "providers": explainer.engine.cache.providers()}
     arrays = _explanation_arrays([e for _, e in parts], kept, batch)
     buffer = _npz_bytes(key=np.array(key), meta=np.array(json.dumps(jsonable(meta))), **arrays)
     write_atomic(path, buffer)
@@ -227,7 +216,8 @@ def _explanation_arrays(parts: list[Explanation], kept: list[list[int]], batch: 
         values = [e.diagnostics.get(key) for e in parts]
         if isinstance(value, dict):  # per tensor (LRP): the input's entry is what checks read
             continue
-        if all(isinstance(v, np.ndarray) and v.shape[:1] == e.score.shape for v, e in zip(values, parts)):
+        if all(isinstance(v, np.ndarray) and v.shape[:1] == e.score.shape and v.shape[1:] == value.shape[1:]
+               for v, e in zip(values, parts)):
             out[f"diagnostics/{key}"] = np.concatenate(values)
     gaps = [e.diagnostics.get("conservation_gap") for e in parts]
     if all(isinstance(g, dict) for g in gaps):
@@ -305,8 +295,10 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 
 
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
-    """Merge every batch into the run's results.json and verdict.json (and report.html)."""
+    """Merge every batch into the run's bundle (results.json, validated against its schema) and
+    verdict.json, write gallery.npz, and render the config's documents (report.html, .pdf)."""
     from onnxlens.pipelines.summary import drift, merge_batches, verdict
+    from onnxlens.report.bundle import SCHEMA, environment, validate
 
     config = plan_.audit
     run = Path(plan_.run_dir)
@@ -318,10 +310,12 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         notes += [f"batch {entry['batch']} · {entry.get('method', 'evaluation')}: {n}" for n in entry.get("notes", [])]
     merged = merge_batches([b["results"] for b in batches if b["results"]], [b["ids"] for b in batches if b["results"]])
     statuses = [e["status"] for e in task_log]
+    labels = config.method_labels()
     results = {
         "schema": SCHEMA,
         "onnxlens_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": environment([p for e in task_log for p in e.get("providers", [])]),
         "model": json.loads((run / "model.json").read_text()),
         "config": plan_.config,
         "items": {"total": len(plan_.items), "evaluated": len(merged.get("ids", [])), "failed": failed},
@@ -329,14 +323,26 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         "provenance": {"tasks_computed": statuses.count("computed"), "tasks_reused": statuses.count("reused"),
                        "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
         "timings": _timings(task_log, merged),
+        "verdict": verdict(config, merged, failed),
     }
-    results["verdict"] = verdict(config, merged, failed)
     if config.compare is not None:
         results["drift"] = drift(results, config.compare)
+    results["arrays"] = {
+        "explanations": {label: [str(explain_path(plan_, i, label).relative_to(run)) for i in range(len(plan_.batches))]
+                         for label in labels},
+        "gallery": write_gallery(plan_, results)}
+    results = jsonable(results)
+    validate(results)
     write_json(run / "results.json", results)
     write_json(run / "verdict.json", results["verdict"])
-    if "html" in config.formats:
-        write_report(plan_, results)
+    from onnxlens.report.pdf import PdfError
+    from onnxlens.report.render import render_run
+
+    try:
+        render_run(run, config.formats, results)
+    except PdfError as exc:  # everything else is written; say what is missing and why
+        results["provenance"]["notes"].append(f"report.pdf not written: {exc}")
+        write_json(run / "results.json", results)
     return results
 
 
@@ -356,49 +362,46 @@ def _timings(task_log: list[dict], merged: dict) -> dict:
     return {"explain": explain, "evaluate": evaluate_}
 
 
-def write_report(plan_: RunPlan, results: dict | None = None) -> Path:
-    """Render report.html from results.json and the stored batches (``onnxlens report``
-    re-renders an old run this way)."""
-    from onnxlens.report.html import render_html
-
-    run = Path(plan_.run_dir)
-    results = results or json.loads((run / "results.json").read_text())
-    path = run / "report.html"
-    write_atomic(path, render_html(results, _gallery(plan_, results), plan_.audit.colormap).encode())
-    return path
+GALLERY = "gallery.npz"
 
 
-def _gallery(plan_: RunPlan, results: dict) -> list[dict]:
-    """Overlays of the first ``gallery_size`` evaluated inputs, one per method."""
-    from onnxlens.evaluation.maps import displayable
-    from onnxlens.report.figures import overlay_uri
+def write_gallery(plan_: RunPlan, results: dict) -> str | None:
+    """The first ``gallery_size`` evaluated inputs as displayable pictures, with each method's
+    heatmap and target, into gallery.npz (what the report shows; None when empty)."""
+    from onnxlens.methods.explanation import displayable
 
     config = plan_.audit
     wanted = results["evaluation"].get("ids", [])[: config.gallery_size]
-    rows = []
+    labels = config.method_labels()
+    ids, pictures, maps = [], [], {label: [] for label in labels}
     for index in range(len(plan_.batches)):
-        if len(rows) >= len(wanted):
+        if len(ids) >= len(wanted):
             break
-        ids = {i["id"] for i in (plan_.items[j] for j in plan_.batches[index])}
-        if not ids & set(wanted):
+        if not {plan_.items[j]["id"] for j in plan_.batches[index]} & set(wanted):
             continue
         _, explainer, batch = _load(plan_, index)
-        layout = explainer.model.spec.image_input.layout
-        maps = {}
-        for label in config.method_labels():
+        stored = {}
+        for label in labels:
             path = explain_path(plan_, index, label)
-            if path.exists():
-                with np.load(path, allow_pickle=False) as data:
-                    if "heatmap" in data.files:
-                        maps[label] = {str(i): (h, int(t)) for i, h, t in zip(data["ids"], data["heatmap"], data["target"])}
+            with np.load(path, allow_pickle=False) as data:
+                if "heatmap" in data.files:
+                    stored[label] = {str(i): (h, int(t)) for i, h, t in zip(data["ids"], data["heatmap"], data["target"])}
         for row, item in zip(batch.x, batch.ok):
             if item.id in wanted:
-                picture = displayable(row, layout)
-                cells = [{"method": label, "target": m[item.id][1],
-                          "uri": overlay_uri(picture, m[item.id][0], config.colormap)}
-                         for label, m in maps.items() if item.id in m]
-                rows.append({"id": item.id, "cells": cells})
-    return rows
+                ids.append(item.id)
+                pictures.append(displayable(row, explainer.model.spec.image_input.layout))
+                for label in labels:
+                    maps[label].append(stored.get(label, {}).get(item.id))
+    if not ids:
+        return None
+    arrays = {"ids": np.asarray(ids), "pictures": (np.clip(np.stack(pictures), 0, 1) * 255).round().astype(np.uint8),
+              "methods": np.asarray(labels)}
+    for label, entries in maps.items():
+        shape = next((h.shape for h, _ in filter(None, entries)), pictures[0].shape[:2])
+        arrays[f"heatmap/{label}"] = np.stack([e[0] if e else np.full(shape, np.nan) for e in entries]).astype(np.float32)
+        arrays[f"target/{label}"] = np.asarray([e[1] if e else -1 for e in entries], np.int64)
+    write_atomic(Path(plan_.run_dir) / GALLERY, _npz_bytes(**arrays))
+    return GALLERY
 
 
 def audit_directly(config: AuditConfig | dict | str | Path, run_dir=None, progress=None) -> dict:

@@ -42,6 +42,9 @@ class DatasetConfig(_Strict):
     labels_key: str | None = None  #: array of class labels in an .npz
     masks_key: str | None = None  #: array of N×H×W masks in an .npz
     mask_suffix: str | None = None  #: folder: ``image.png`` → ``image{mask_suffix}.png``
+    #: what the masks outline: the ``object`` (relevance belongs there) or a ``spurious`` region
+    #: (a watermark, a tag: relevance there is flagged as Clever-Hans reliance)
+    masks_mark: Literal["object", "spurious"] = "object"
     limit: int | None = Field(None, gt=0)
     preprocessing: PreprocessingConfig = PreprocessingConfig()
 
@@ -88,7 +91,8 @@ class AuditConfig(_Strict):
     dask_address: str | None = None  #: join this Dask scheduler instead of starting a LocalCluster
     retries: int = Field(2, ge=0)
     output: Path = Path("audit_run")
-    formats: list[Literal["json", "html"]] = ["json", "html"]
+    #: documents written beside results.json and verdict.json (always written)
+    formats: list[Literal["json", "html", "pdf"]] = ["json", "html", "pdf"]
     gallery_size: int = Field(6, ge=0)  #: inputs shown with their overlays in report.html
     colormap: str = "jet"  #: matplotlib colormap of the overlays
     baselines: bool = True

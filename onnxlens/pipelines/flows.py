@@ -165,6 +165,6 @@ def run_flow(flow_, config, run_dir: str | None = None) -> dict:
 
 def audit_flow(config, run_dir: str | None = None) -> dict:
     """Plan → explain and evaluate every batch → aggregate → results.json, verdict.json,
-    report.html; returns the results."""
+    report.html, report.pdf; returns the results."""
     outcome = run_flow(audit_flow_definition, config, run_dir)
     return json.loads((Path(outcome["run_dir"]) / "results.json").read_text())

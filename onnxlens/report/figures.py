@@ -12,7 +12,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from onnxlens.report.overlay import overlay  # noqa: E402
 
 
 def _data_uri(png: bytes) -> str:
@@ -35,23 +34,25 @@ def png_uri(image: np.ndarray) -> str:
     return _data_uri(buffer.getvalue())
 
 
-def overlay_uri(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", scale: int | None = None) -> str:
-    """The original beside its heatmap overlay, enlarged (nearest) so small inputs stay visible."""
-    image = Image.fromarray(overlay(picture, heatmap, colormap))
-    factor = scale or max(1, 128 // max(picture.shape[:2]))
+def enlarged_uri(image: np.ndarray, side: int = 128) -> str:
+    """A uint8 H×W×3 image as a PNG data URI, enlarged (nearest, integer factor) towards
+    ``side`` pixels so small inputs stay visible."""
+    factor = max(1, side // max(image.shape[:2]))
     if factor > 1:
-        image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
-    return png_uri(np.asarray(image))
+        image = np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
+    return png_uri(image)
 
 
 def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: str) -> str:
-    """Mean curves of several methods on [0, 1] as one line chart."""
-    fig, ax = plt.subplots(figsize=(4.2, 3.0), dpi=100)
+    """Mean curves of several methods on [0, 1] as one line chart (model-free baselines,
+    labelled ``baseline:…``, dashed)."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
     for label, values in curves.items():
-        ax.plot(np.linspace(0, 1, len(values)), values, label=label)
+        style = {"linestyle": "--", "linewidth": 1.0} if label.startswith("baseline:") else {"linewidth": 1.8}
+        ax.plot(np.linspace(0, 1, len(values)), values, label=label, **style)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _figure_uri(fig)
 
 

@@ -17,10 +17,10 @@ def normalize(heatmap: np.ndarray) -> np.ndarray:
     return (heatmap - lo) / (hi - lo) if hi > lo else np.zeros_like(heatmap, dtype=np.float64)
 
 
-def overlay(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+def blend(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
     """``picture`` (H×W×3 in [0, 1]) blended with the colormapped magnitude of the heatmap
-    (signed maps show |value|, as Captum's default visualization), as uint8 H×2W×3: the
-    original on the left, the overlay on the right."""
+    (signed maps show |value|, as Captum's default visualization; resized bilinearly to the
+    picture), as uint8 H×W×3."""
     try:
         cmap = matplotlib.colormaps[colormap]
     except KeyError:
@@ -30,9 +30,13 @@ def overlay(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alp
     if heat.shape != (h, w):
         heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize((w, h), Image.BILINEAR))
     colored = cmap(np.clip(heat, 0, 1))[..., :3]
-    blended = (1 - alpha) * picture + alpha * colored
-    both = np.concatenate([picture, blended], axis=1)
-    return (np.clip(both, 0, 1) * 255).round().astype(np.uint8)
+    return (np.clip((1 - alpha) * picture + alpha * colored, 0, 1) * 255).round().astype(np.uint8)
+
+
+def overlay(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
+    """The original on the left, its :func:`blend` with the heatmap on the right (uint8 H×2W×3)."""
+    original = (np.clip(picture, 0, 1) * 255).round().astype(np.uint8)
+    return np.concatenate([original, blend(picture, heatmap, colormap, alpha)], axis=1)
 
 
 def save_overlay(path: str | Path, picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet",

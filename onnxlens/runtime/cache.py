@@ -63,5 +63,10 @@ class CompiledGraphCache:
                 self._key_locks.pop(key, None)
         return session
 
+    def providers(self) -> list[str]:
+        """The ONNX Runtime providers the cached sessions run on."""
+        with self._lock:
+            return sorted({session.provider for session in self._entries.values()})
+
     def __len__(self) -> int:
         return len(self._entries)

@@ -1,0 +1,22 @@
+"""Writing result files so that a crash never leaves half a file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """``data`` into ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, value) -> None:
+    """JSON-ready ``value`` (numpy values converted) written atomically, NaN refused."""
+    from onnxlens.evaluation.registry import jsonable
+
+    write_atomic(path, json.dumps(jsonable(value), indent=1, ensure_ascii=True, allow_nan=False).encode())

@@ -1,0 +1,52 @@
+"""The model's class score on many perturbed copies of inputs, batched through one compiled
+graph — what black-box methods (occlusion, RISE, LIME) and perturbation metrics share."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.special import softmax
+
+from onnxlens.errors import quote
+from onnxlens.methods.registry import MethodError
+
+SCORES = ("probability", "logit")
+
+
+def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probability") -> np.ndarray:
+    """Row i's score of class ``target[i]``: the model's probability (its own trailing Softmax
+    or Sigmoid when it has one, else the softmax of its logits) or the logit."""
+    if score not in SCORES:
+        raise MethodError(f"score must be one of {', '.join(SCORES)}, got {quote(score)}")
+    out = engine.forward(x)
+    logits = out[engine.score_name()].reshape(len(x), -1)
+    spec = engine.spec.output()
+    if score == "logit":
+        values = logits
+    elif spec.activation in ("Softmax", "Sigmoid"):
+        values = out[spec.name].reshape(len(x), -1)
+    elif spec.activation == "LogSoftmax":
+        values = np.exp(out[spec.name].reshape(len(x), -1))
+    else:
+        values = softmax(logits.astype(np.float64), axis=1)
+    return values[np.arange(len(x)), target].astype(np.float64)
+
+
+def scores_of_variants(engine, count: int, variants: Callable[[int], np.ndarray], target: np.ndarray,
+                       score: str = "probability") -> np.ndarray:
+    """(count, K) scores: ``variants(i)`` gives K perturbed copies of input i, all scored for
+    ``target[i]``; copies of several inputs share session runs."""
+    out, rows, row_targets = [], [], []
+    for i in range(count):
+        rows.append(variants(i))
+        row_targets.append(np.full(len(rows[-1]), target[i]))
+        if sum(map(len, rows)) >= 4 * engine.batch_size or i == count - 1:
+            out.append(class_score(engine, np.concatenate(rows), np.concatenate(row_targets), score))
+            rows, row_targets = [], []
+    return np.concatenate(out).reshape(count, -1)
+
+
+def pixel_mask(engine, mask: np.ndarray) -> np.ndarray:
+    """A (…, H, W) boolean mask shaped to broadcast over input rows (channels added)."""
+    return mask[..., None, :, :] if engine.channel_axis == 1 else mask[..., None]

@@ -1,0 +1,245 @@
+"""The report bundle: everything an audit produced, in one versioned JSON document
+(``results.json``) with a schema, and the arrays beside it as .npz files. Reports are rendered
+from the bundle alone, so an old run can be re-rendered without its model or dataset.
+
+``onnxlens report --schema`` prints the JSON Schema of the current version. Layout (stable
+within a version; fields are only added, never renamed, until the version changes):
+
+- ``schema``, ``onnxlens_version``, ``created`` (UTC), ``environment`` (Python, platform,
+  package versions, the ONNX Runtime providers the run used)
+- ``model`` — the model card (what ``onnxlens inspect --json`` prints)
+- ``config`` — the audit configuration as validated
+- ``items`` — inputs listed, evaluated, and those that failed with why
+- ``evaluation`` — metric results per metric and method (model-free baselines as
+  ``baseline:NAME``), agreement between maps
+- ``verdict`` — each threshold checked; ``drift`` — against an earlier run, if asked
+- ``timings``, ``provenance`` — where the time went; computed vs reused tasks; notes
+- ``arrays`` — paths (relative to the run folder) of the .npz files: every batch's
+  explanations per method, and the gallery (pictures and maps the report shows)
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from onnxlens.errors import OnnxLensError, quote
+
+SCHEMA = "onnxlens.audit/2"
+#: The packages whose versions a bundle records.
+PACKAGES = ("onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "numpy", "scipy", "prefect",
+            "matplotlib", "pillow", "jinja2", "weasyprint")
+
+
+class BundleError(OnnxLensError):
+    """A run folder whose results.json is missing, unreadable, or not a bundle this version reads."""
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class _Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Producer(_Open):
+    name: str
+    version: str
+
+
+class Tensor(_Open):
+    name: str
+    dtype: str | None = None
+    shape: list[int | str | None] | None = None
+
+
+class ModelCard(_Open):
+    file: str | None
+    sha256: str
+    size_bytes: int
+    producer: Producer
+    ir_version: int
+    opsets: dict[str, int]
+    canonical_opset: int
+    doc_string: str
+    metadata: dict[str, str]
+    inputs: list[Tensor]
+    outputs: list[Tensor]
+    op_histogram: dict[str, int]
+    parameter_count: int
+
+
+class Environment(_Closed):
+    python: str
+    platform: str
+    packages: dict[str, str]
+    providers: list[str]
+
+
+class Items(_Closed):
+    total: int
+    evaluated: int
+    failed: dict[str, str]
+
+
+class MetricResult(_Open):
+    """One metric over one method: the mean, one value per image (None where undefined), and
+    whatever the metric adds (curves, per-layer values, parameters)."""
+
+    mean: float | None
+    per_image: list[float | None]
+    higher_is_better: bool | None = None
+    params: dict = {}
+    seconds: float = 0.0
+
+
+class MetricEntry(_Closed):
+    family: str
+    summary: str
+    results: dict[str, MetricResult]
+
+
+class AgreementValue(_Closed):
+    mean: float | None
+    per_image: list[float | None]
+
+
+class Agreement(_Open):
+    measures: list[str] = []
+    higher_is_closer: dict[str, bool] = {}
+    pairs: dict[str, dict[str, AgreementValue]] = {}
+
+
+class Evaluation(_Open):
+    ids: list[str]
+    targets: dict[str, list[int]] = {}
+    explanations: dict[str, dict] = {}
+    baselines: list[str] = []
+    metrics: dict[str, MetricEntry]
+    agreement: Agreement = Agreement()
+
+
+class Check(_Closed):
+    metric: str
+    method: str
+    value: float | None
+    max: float | None
+    min: float | None
+    severity: Literal["fail", "warn"]
+    passed: bool
+    description: str | None
+    why: str | None
+
+
+class Verdict(_Closed):
+    passed: bool
+    exit_code: int
+    checks: list[Check]
+    warnings: list[Check]
+    failed_items: int
+
+
+class MethodTiming(_Closed):
+    seconds: float
+    inputs: int
+    per_input: float | None
+
+
+class Timings(_Closed):
+    explain: dict[str, MethodTiming]
+    evaluate: dict[str, float]
+
+
+class Provenance(_Closed):
+    tasks_computed: int
+    tasks_reused: int
+    processes: list[str] = []
+    notes: list[str]
+
+
+class DriftValue(_Closed):
+    previous: float | None
+    current: float | None
+    change: float | None
+
+
+class Drift(_Closed):
+    previous_run: str
+    previous_created: str | None
+    model_changed: bool
+    verdict_before: bool | None
+    metrics: dict[str, dict[str, DriftValue]]
+
+
+class Arrays(_Closed):
+    explanations: dict[str, list[str]]  #: method label → batch .npz files, in batch order
+    gallery: str | None  #: pictures and heatmaps the report shows (None: no gallery)
+
+
+class AuditBundle(_Closed):
+    """results.json of an audit run."""
+
+    schema_: Literal["onnxlens.audit/2"] = Field(alias="schema")
+    onnxlens_version: str
+    created: str
+    environment: Environment
+    model: ModelCard
+    config: dict
+    items: Items
+    evaluation: Evaluation
+    verdict: Verdict
+    drift: Drift | None = None
+    timings: Timings
+    provenance: Provenance
+    arrays: Arrays
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+def json_schema() -> dict:
+    """The bundle's JSON Schema (draft 2020-12), as pydantic writes it."""
+    return {"$id": SCHEMA, **AuditBundle.model_json_schema(by_alias=True)}
+
+
+def environment(providers: list[str]) -> dict:
+    """Python, platform and package versions of this process, and the providers a run used."""
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
+            "providers": sorted(set(providers))}
+
+
+def validate(results: dict) -> AuditBundle:
+    """``results`` checked against the schema; a BundleError names the first fields that fail."""
+    version = results.get("schema") if isinstance(results, dict) else None
+    if version != SCHEMA:
+        raise BundleError(f"results are {quote(str(version))}, this onnxlens reads {SCHEMA}: "
+                          "re-run the audit with this version to render it")
+    try:
+        return AuditBundle.model_validate(results)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise BundleError(f"results.json does not match {SCHEMA}: {problems}") from None
+
+
+def load_bundle(run_dir: str | Path) -> dict:
+    """The validated results.json of a run folder (as plain JSON data)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{quote(str(run_dir))} is not a finished audit run (no results.json)") from None
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"cannot read {quote(str(path))}: {exc}") from None
+    validate(results)
+    return results

@@ -1,0 +1,114 @@
+"""The report's summary per method, read off the bundle's metric results: is it shown to be
+faithful, does it pass the sanity checks, does it flag reliance on a spurious region. Each
+finding states the numbers and the rule that decided it.
+
+Rules (stated on the page too):
+
+- faithful: on every faithfulness metric the run measured, the method does better than every
+  model-free baseline map (a map that never looked at the model); worse than one of them on
+  any metric: "not shown faithful".
+- sanity: after randomizing the model's weights (cascading: all layers), the map must change —
+  a Spearman correlation of |map| with the original of at least ``SANITY_LIMIT`` fails
+  (Adebayo et al., 2018); the random-logit test fails at a mean SSIM of at least
+  ``RANDOM_LOGIT_LIMIT`` between the maps of two classes (Sixt et al., 2020).
+- localization: relevance mass inside the masks (pointing game when absent) against the best
+  model-free baseline. Masks marking the object: no better than a baseline is flagged. Masks
+  marking a spurious region (``masks_mark = "spurious"``): more than every baseline is flagged —
+  the model, not image saliency, puts relevance there.
+"""
+
+from __future__ import annotations
+
+SANITY_LIMIT = 0.5
+RANDOM_LOGIT_LIMIT = 0.9
+BASELINE = "baseline:"
+
+
+def _better(a: float, b: float, higher: bool) -> bool:
+    return a > b if higher else a < b
+
+
+def _best_baseline(results: dict, higher: bool) -> tuple[str, float] | None:
+    values = [(label[len(BASELINE):], r["mean"]) for label, r in results.items()
+              if label.startswith(BASELINE) and r.get("mean") is not None]
+    if not values:
+        return None
+    return (max if higher else min)(values, key=lambda v: v[1])
+
+
+def _faithfulness(metrics: dict, label: str) -> dict:
+    compared, losses, unmatched = [], [], []
+    for name, entry in metrics.items():
+        result = entry["results"].get(label)
+        if entry["family"] != "faithfulness" or result is None or result.get("mean") is None:
+            continue
+        higher = bool(result.get("higher_is_better"))
+        best = _best_baseline(entry["results"], higher)
+        if best is None:
+            unmatched.append(name)
+            continue
+        compared.append(name)
+        if not _better(result["mean"], best[1], higher):
+            losses.append(f"{name} {result['mean']:.3g} vs {best[0]} {best[1]:.3g}")
+    if losses:
+        return {"status": "fail", "text": "not shown faithful: a model-free map does as well on " + "; ".join(losses)}
+    if compared:
+        return {"status": "pass", "text": "faithful: beats every model-free baseline on " + ", ".join(compared)}
+    if unmatched:
+        return {"status": "none", "text": "measured (" + ", ".join(unmatched) + ") without baselines to compare with"}
+    return {"status": "none", "text": "no faithfulness metric in this run"}
+
+
+def _sanity(metrics: dict, label: str) -> dict:
+    texts, failed = [], False
+    randomization = metrics.get("model_randomization", {}).get("results", {}).get(label)
+    if randomization and randomization.get("spearman_abs_by_layer"):
+        by_layer = randomization["spearman_abs_by_layer"]
+        cascading = randomization.get("mode", "cascading") == "cascading"
+        value = by_layer[-1] if cascading else max(v for v in by_layer if v is not None)
+        where = f"all {len(by_layer)} layers randomized" if cascading else "most similar single-layer randomization"
+        bad = value is not None and value >= SANITY_LIMIT
+        failed |= bad
+        texts.append(f"{'fails' if bad else 'passes'} model randomization (Spearman |map| {value:.2f} with {where})")
+    logit = metrics.get("random_logit", {}).get("results", {}).get(label)
+    if logit and logit.get("mean") is not None:
+        bad = logit["mean"] >= RANDOM_LOGIT_LIMIT
+        failed |= bad
+        texts.append(f"{'fails' if bad else 'passes'} the random-logit test (SSIM {logit['mean']:.2f})")
+    if not texts:
+        return {"status": "none", "text": "no sanity check in this run"}
+    return {"status": "fail" if failed else "pass", "text": "; ".join(texts)}
+
+
+def _localization(metrics: dict, label: str, masks_mark: str) -> dict:
+    for name in ("relevance_mass", "pointing_game"):
+        result = metrics.get(name, {}).get("results", {}).get(label)
+        if result is None or result.get("mean") is None:
+            continue
+        value = result["mean"]
+        best = _best_baseline(metrics[name]["results"], True)
+        if best is None:
+            return {"status": "none", "text": f"{name} {value:.3g} (no model-free baseline to compare with)"}
+        if masks_mark == "spurious":
+            flagged = value > best[1]
+            text = (f"{name} on the spurious region {value:.3g}, above every model-free map (best {best[0]} "
+                    f"{best[1]:.3g}): relies on it" if flagged else
+                    f"{name} on the spurious region {value:.3g}, within model-free maps' (best {best[0]} {best[1]:.3g})")
+        else:
+            flagged = value <= best[1]
+            text = (f"{name} on the object {value:.3g}, no better than a model-free map ({best[0]} {best[1]:.3g})"
+                    if flagged else f"{name} on the object {value:.3g}, above every model-free map "
+                                    f"(best {best[0]} {best[1]:.3g})")
+        return {"status": "flag" if flagged else "pass", "text": text}
+    return {"status": "none", "text": "no localization metric in this run"}
+
+
+def findings(bundle: dict) -> list[dict]:
+    """One row per explained method: ``{"method", "faithfulness", "sanity", "localization"}``,
+    each ``{"status": pass|fail|flag|none, "text"}``."""
+    evaluation = bundle["evaluation"]
+    metrics = evaluation.get("metrics", {})
+    masks_mark = bundle["config"].get("dataset", {}).get("masks_mark", "object")
+    return [{"method": label, "faithfulness": _faithfulness(metrics, label), "sanity": _sanity(metrics, label),
+             "localization": _localization(metrics, label, masks_mark)}
+            for label in evaluation.get("explanations", {})]

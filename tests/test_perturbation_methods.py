@@ -1,0 +1,157 @@
+"""Black-box methods — occlusion, RISE, LIME: exact on a linear model, against Captum's
+Occlusion, seeded and deterministic, on models with no backward rule, and on the shipped
+models (from the API and the command line)."""
+
+import numpy as np
+import pytest
+
+from builders import conv_classifier
+from conftest import MODELS
+from onnxlens import Explainer
+from onnxlens.errors import UnsupportedOperatorError
+from onnxlens.evaluation import evaluate
+from onnxlens.methods import MethodError
+from onnxlens.methods.perturbation import segment, weighted_ridge
+
+SHAPES = np.load(MODELS / "samples" / "shapes" / "test.npz")
+
+
+@pytest.fixture(scope="module")
+def linear(tmp_path_factory):
+    """Conv → GlobalAveragePool → Gemm with no activation: the logit is a·x + c exactly."""
+    model = conv_classifier(size=12)
+    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Identity"
+    path = tmp_path_factory.mktemp("linear") / "linear.onnx"
+    path.write_bytes(model.SerializeToString())
+    explainer = Explainer(path, device="cpu")
+    x = np.random.default_rng(0).standard_normal((3, 3, 12, 12)).astype(np.float32)
+    slope = explainer.explain(x, "gradient", target=[0, 2, 3], abs=False).attribution.astype(np.float64)
+    return explainer, x, np.array([0, 2, 3]), slope
+
+
+def test_occlusion_is_exact_on_a_linear_model(linear):
+    explainer, x, target, slope = linear
+    e = explainer.explain(x, "occlusion", target=target, window=4, stride=2, fill=0.5)
+    contribution = (slope * (x - 0.5)).sum(axis=1)  # per pixel: what hiding it removes
+    expected = np.zeros_like(contribution)
+    counts = np.zeros(contribution.shape[1:])
+    for r in range(0, 9, 2):
+        for c in range(0, 9, 2):
+            drop = contribution[:, r:r + 4, c:c + 4].sum(axis=(1, 2))
+            expected[:, r:r + 4, c:c + 4] += drop[:, None, None]
+            counts[r:r + 4, c:c + 4] += 1
+    expected /= counts
+    np.testing.assert_allclose(e.heatmap, expected, rtol=1e-4, atol=1e-4)
+    assert np.array_equal(e.attribution[:, 0], e.attribution[:, 2])  # every channel carries the window's drop
+    with pytest.raises(MethodError, match="window ≤ 12"):
+        explainer.explain(x, "occlusion", window=13)
+
+
+def test_lime_recovers_a_linear_model(linear):
+    explainer, x, target, slope = linear
+    e = explainer.explain(x, "lime", target=target, segments="grid", n_segments=9, fill="zero", alpha=0.0,
+                          samples=200, probability=False)
+    labels = e.diagnostics["segments"]
+    assert labels.max() == 8 and np.allclose(e.diagnostics["surrogate_r2"], 1.0)
+    per_pixel = (slope * x).sum(axis=1)
+    for i in range(len(x)):
+        want = [per_pixel[i][labels[i] == k].sum() for k in range(9)]
+        np.testing.assert_allclose(e.diagnostics["segment_weights"][i], want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(e.attribution.sum(axis=1), e.heatmap, rtol=1e-5, atol=1e-6)
+
+
+def test_weighted_ridge_matches_scikit_learn():
+    linear_model = pytest.importorskip("sklearn.linear_model")
+    rng = np.random.default_rng(3)
+    z, y, w = rng.integers(0, 2, (80, 6)).astype(float), rng.standard_normal(80), rng.random(80)
+    coef, intercept, r2 = weighted_ridge(z, y, w, alpha=1.0)
+    ridge = linear_model.Ridge(alpha=1.0).fit(z, y, sample_weight=w)
+    np.testing.assert_allclose(coef, ridge.coef_, rtol=1e-8, atol=1e-10)
+    assert intercept == pytest.approx(ridge.intercept_) and r2 == pytest.approx(ridge.score(z, y, sample_weight=w))
+
+
+def test_segmentations():
+    picture = np.zeros((20, 30, 3))
+    picture[:, 15:] = 1.0
+    grid = segment(picture, "grid", 6, 10.0)
+    assert grid.shape == (20, 30) and set(np.unique(grid)) == set(range(4))
+    slic = segment(picture, "slic", 2, 10.0)
+    assert len(np.unique(slic[:, :15])) == 1 and len(np.unique(slic[:, 15:])) == 1 and slic[0, 0] != slic[0, -1]
+    with pytest.raises(MethodError, match="segments must be one of slic, grid"):
+        segment(picture, "voronoi", 6, 10.0)
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
+
+
+@pytest.mark.parametrize("method, params", [("rise", {"masks": 300}), ("lime", {"samples": 300})])
+def test_seeded_and_deterministic(shapes, method, params):
+    x = SHAPES["x"][:2]
+    first = shapes.explain(x, method, **params)
+    assert np.array_equal(first.heatmap, shapes.explain(x, method, **params).heatmap)
+    assert not np.allclose(first.heatmap, shapes.explain(x, method, seed=1, **params).heatmap)
+
+
+def test_rise_and_lime_find_the_watermark_the_model_relies_on(shapes):
+    """On watermarked squares the shapes model looks at the corner mark: the maximum of every
+    RISE and LIME map lies on it (strict pointing game), as well as the best model-free map's."""
+    marked = np.flatnonzero(SHAPES["has_watermark"])[:12]
+    x, masks = SHAPES["x"][marked], SHAPES["watermark_masks"][marked]
+    explanations = {m: shapes.explain(x, m, probability=False) for m in ("rise", "lime")}
+    strict = {label: np.mean(r["per_image_strict"]) for label, r in
+              evaluate(shapes, x, explanations, ["pointing_game"], masks=masks)["metrics"]["pointing_game"]["results"].items()}
+    assert strict["rise"] == strict["lime"] == 1.0
+    assert strict["rise"] >= max(v for k, v in strict.items() if k.startswith("baseline:"))
+
+
+def test_forward_only_model(save):
+    """A model with an op that has no backward rule: gradients refuse, perturbation works."""
+    model = conv_classifier()
+    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Sin"
+    explainer = Explainer(save(model), device="cpu")
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with pytest.raises(UnsupportedOperatorError, match="Sin.*forward-only methods"):
+        explainer.explain(x, "gradient")
+    for method, params in (("occlusion", {"window": 3, "stride": 1}), ("rise", {"masks": 100}),
+                           ("lime", {"samples": 100, "segments": "grid", "n_segments": 4})):
+        e = explainer.explain(x, method, **params)
+        assert e.heatmap.shape == (2, 8, 8) and np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "shapes_cnn"])
+@pytest.mark.parametrize("method, params", [("occlusion", []), ("rise", ["--param", "masks=200"]),
+                                            ("lime", ["--param", "samples=200"])])
+def test_cli_on_every_shipped_model(model, method, params, tmp_path, cli):
+    sample = np.load(MODELS / "samples" / model.split("_")[0] / "test.npz")["x"][:1]
+    np.save(tmp_path / "x.npy", sample)
+    out = tmp_path / "e.npz"
+    result = cli("explain", MODELS / f"{model}.onnx", "--input", tmp_path / "x.npy", "--method", method, *params,
+                 "--out", out)
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as saved:
+        assert saved["heatmap"].shape == sample.shape[:1] + sample.shape[2:] and np.isfinite(saved["heatmap"]).all()
+
+
+def test_occlusion_matches_captum(tmp_path):
+    torch = pytest.importorskip("torch")
+    captum_attr = pytest.importorskip("captum.attr")
+    from torch import nn
+
+    from torch_models import export, prepared
+
+    torch.manual_seed(0)
+    layers, c = [], 3
+    for width in (8, 16):
+        layers += [nn.Conv2d(c, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(2)]
+        c = width
+    net = prepared(nn.Sequential(*layers, nn.Flatten(), nn.Linear(16 * 8 * 8, 5)))
+    x = torch.rand(3, 3, 32, 32)
+    export(net, x, tmp_path / "m.onnx")
+    ours = Explainer(tmp_path / "m.onnx", device="cpu").explain(x.numpy(), "occlusion", target=[0, 3, 4],
+                                                                window=8, stride=4, fill=0.25)
+    with torch.no_grad():
+        want = captum_attr.Occlusion(net.double()).attribute(
+            x.double(), sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.25, target=[0, 3, 4]).numpy()
+    assert np.linalg.norm(ours.attribution - want) / np.linalg.norm(want) < 1e-4
