@@ -6,6 +6,7 @@ from onnxlens.evaluation import (  # noqa: F401  (registration)
     checks,
     complexity,
     faithfulness,
+    frequency,
     localization,
     robustness,
     sanity,
