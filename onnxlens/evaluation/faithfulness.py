@@ -13,13 +13,12 @@ from scipy.sparse.linalg import splu
 from scipy.stats import pearsonr
 
 from onnxlens.evaluation.perturbation import (
-    blurred,
     normalized_auc,
     order_by_saliency,
     step_masks,
     substrate,
 )
-from onnxlens.methods.scoring import class_score, pixel_mask, scores_of_variants
+from onnxlens.methods.scoring import blurred, class_score, pixel_mask, scores_of_variants
 from onnxlens.evaluation.maps import checked_heatmap
 from onnxlens.evaluation.registry import MetricError, metric
 

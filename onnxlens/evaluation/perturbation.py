@@ -1,14 +1,14 @@
 """What perturbation metrics share: saliency orderings, substrates and masks (the scores of
-perturbed copies come from ``onnxlens.methods.scoring``)."""
+perturbed copies and the blur come from ``onnxlens.methods.scoring``)."""
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 from scipy.integrate import trapezoid
 
 from onnxlens.errors import quote
 from onnxlens.evaluation.registry import MetricError
+from onnxlens.methods.scoring import blurred, spatial_axes
 
 def order_by_saliency(heatmap: np.ndarray, most_relevant_first: bool = True) -> np.ndarray:
     """Pixel indices (flattened H×W) from the most (or least) salient; ties keep raster order."""
@@ -22,20 +22,6 @@ def step_masks(order: np.ndarray, shape: tuple, steps: int) -> np.ndarray:
     rank[order] = np.arange(order.size)
     counts = np.round(np.linspace(0, order.size, steps + 1)).astype(np.int64)
     return (rank[None, :] < counts[:, None]).reshape(steps + 1, *shape)
-
-
-def spatial_axes(engine) -> tuple[int, int]:
-    """The H and W axes of an input batch."""
-    return (2, 3) if engine.channel_axis == 1 else (1, 2)
-
-
-def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int = 11) -> np.ndarray:
-    """A Gaussian blur over H and W with a ``kernel``-wide window (RISE: kernel 11, σ 5)."""
-    sigmas = [0.0] * x.ndim
-    for axis in spatial_axes(engine):
-        sigmas[axis] = sigma
-    radius = (kernel - 1) // 2
-    return ndimage.gaussian_filter(x, sigmas, truncate=radius / sigma if sigma > 0 else 4.0).astype(np.float32)
 
 
 SUBSTRATES = ("zero", "mean", "black", "white", "blur", "uniform")

@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy import ndimage
 
 from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RULES
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info, target_scores
+from onnxlens.methods.scoring import blurred
 
 
 def _input_grad(engine, x, target, rules=None, probability=False):
@@ -94,10 +94,7 @@ def make_baseline(engine, x, baseline, blur_sigma: float, seed: int) -> np.ndarr
     if baseline == "zeros":
         return np.zeros_like(x)
     if baseline == "blur":
-        sigma = [0.0] * x.ndim
-        for axis in ((2, 3) if engine.channel_axis == 1 else (1, 2)):
-            sigma[axis] = blur_sigma
-        return ndimage.gaussian_filter(x, sigma).astype(np.float32)
+        return blurred(engine, x, blur_sigma, kernel=None)
     if baseline == "uniform":
         rng = np.random.default_rng(seed)
         return rng.uniform(x.min(), x.max(), x.shape).astype(np.float32)

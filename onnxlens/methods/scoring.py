@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy import ndimage
 from scipy.special import softmax
 
 from onnxlens.errors import quote
@@ -50,3 +51,18 @@ def scores_of_variants(engine, count: int, variants: Callable[[int], np.ndarray]
 def pixel_mask(engine, mask: np.ndarray) -> np.ndarray:
     """A (…, H, W) boolean mask shaped to broadcast over input rows (channels added)."""
     return mask[..., None, :, :] if engine.channel_axis == 1 else mask[..., None]
+
+
+def spatial_axes(engine) -> tuple[int, int]:
+    """The H and W axes of an input batch."""
+    return (2, 3) if engine.channel_axis == 1 else (1, 2)
+
+
+def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int | None = 11) -> np.ndarray:
+    """A Gaussian blur over H and W with a ``kernel``-wide window (RISE: kernel 11, σ 5; None:
+    the whole Gaussian, to 4σ)."""
+    sigmas = [0.0] * x.ndim
+    for axis in spatial_axes(engine):
+        sigmas[axis] = sigma
+    truncate = (kernel - 1) // 2 / sigma if kernel and sigma > 0 else 4.0
+    return ndimage.gaussian_filter(x, sigmas, truncate=truncate).astype(np.float32)

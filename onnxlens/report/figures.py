@@ -67,3 +67,21 @@ def layers_uri(title: str, series: dict[str, list[float]], layers: list[str]) ->
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _figure_uri(fig)
+
+
+def tile_grid(images: np.ndarray, columns: int = 8, scale: int = 4, pad: int = 2) -> np.ndarray:
+    """Images (N×C×h×w, C = 1 or 3, any values) min–max scaled one by one and tiled into one
+    uint8 RGB picture, enlarged ``scale`` times (nearest) with white gaps — for filters and
+    spectra."""
+    n, c, h, w = images.shape
+    rows = -(-n // columns)
+    out = np.full((rows * (h * scale + pad) + pad, min(n, columns) * (w * scale + pad) + pad, 3), 255, np.uint8)
+    for k, image in enumerate(np.asarray(images, dtype=np.float64)):
+        lo, hi = image.min(), image.max()
+        unit = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+        rgb = np.repeat(unit, 3, axis=0) if c == 1 else unit[:3]
+        tile = np.repeat(np.repeat((np.moveaxis(rgb, 0, -1) * 255).round().astype(np.uint8), scale, 0), scale, 1)
+        r, col = divmod(k, columns)
+        y, x = pad + r * (h * scale + pad), pad + col * (w * scale + pad)
+        out[y:y + h * scale, x:x + w * scale] = tile
+    return out
