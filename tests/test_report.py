@@ -63,6 +63,11 @@ def test_bundle_matches_its_json_schema(finished, cli):
     assert stored["environment"]["providers"] == ["CPUExecutionProvider"]
     assert "onnxruntime-gpu" in stored["environment"]["packages"] or "onnxruntime" in stored["environment"]["packages"]
     assert len(stored["arrays"]["explanations"]["lrp"]) == 2
+    frequency = stored["frequency"]
+    assert set(frequency["maps"]) == {"gradient", "lrp"} and stored["arrays"]["frequency"] == "frequency.npz"
+    with np.load(run / "frequency.npz") as arrays:
+        assert len(frequency["first_layer"]["high_frequency_share"]) == frequency["first_layer"]["filters"] \
+            == len(arrays["filters"]) == len(arrays["responses"])
     assert all((run / p).exists() for paths in stored["arrays"]["explanations"].values() for p in paths)
 
 
@@ -86,8 +91,9 @@ def test_report_re_renders_from_the_bundle_alone(tmp_path, cli):
     verdict = (run / "verdict.json").read_text()
     assert page.count('alt="gradient overlay of') == 3 and page.count('alt="lrp overlay of') == 3
     assert 'alt="Deletion (lower is better)"' in page and 'alt="Sanity check: cascading randomization"' in page
+    assert 'alt="Radial power spectrum of the maps"' in page and 'alt="First-layer frequency responses"' in page
     assert "http://" not in page and "https://" not in page and "<script" not in page
-    for section in ("summary", "model", "explanations", "faithfulness", "sanity", "timings"):
+    for section in ("summary", "model", "explanations", "faithfulness", "sanity", "frequency", "timings"):
         assert f'<a href="#{section}">' in page and f'id="{section}"' in page
     assert (run / "report.pdf").read_bytes().startswith(b"%PDF")
     # the model and the dataset go away; the run folder still renders, to the same page

@@ -331,6 +331,7 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         "explanations": {label: [str(explain_path(plan_, i, label).relative_to(run)) for i in range(len(plan_.batches))]
                          for label in labels},
         "gallery": write_gallery(plan_, results)}
+    results["frequency"], results["arrays"]["frequency"] = write_frequency(plan_)
     results = jsonable(results)
     validate(results)
     write_json(run / "results.json", results)
@@ -363,6 +364,45 @@ def _timings(task_log: list[dict], merged: dict) -> dict:
 
 
 GALLERY = "gallery.npz"
+FREQUENCY = "frequency.npz"
+
+
+def write_frequency(plan_: RunPlan, cutoff: float = 0.5) -> tuple[dict, str | None]:
+    """The frequency analysis of a run: each method's mean radial power spectrum and
+    high-frequency share over every stored map, and the first convolution's filters with their
+    magnitude responses (arrays into frequency.npz; the summary for results.json)."""
+    from onnxlens.errors import OnnxLensError
+    from onnxlens.evaluation.frequency import (
+        filter_frequency_response,
+        first_conv_filters,
+        high_frequency_share,
+        radial_power_spectrum,
+    )
+
+    maps = {}
+    for label in plan_.audit.method_labels():
+        heatmaps = []
+        for index in range(len(plan_.batches)):
+            with np.load(explain_path(plan_, index, label), allow_pickle=False) as data:
+                if "heatmap" in data.files:
+                    heatmaps.append(data["heatmap"])
+        if heatmaps:
+            stacked = np.concatenate(heatmaps)
+            frequencies, power = radial_power_spectrum(stacked)
+            mean_power = power.mean(axis=0)
+            maps[label] = {"frequencies": frequencies, "power": mean_power / max(mean_power.max(), 1e-300),
+                           "high_frequency_share": float(high_frequency_share(stacked, cutoff).mean())}
+    summary = {"cutoff": cutoff, "maps": maps, "first_layer": None}
+    try:
+        node, weights = first_conv_filters(explainer_for(plan_.audit).engine)
+    except OnnxLensError:
+        return summary, None
+    response = filter_frequency_response(weights, cutoff=cutoff)
+    summary["first_layer"] = {"node": node, "filters": int(weights.shape[0]),
+                              "high_frequency_share": response["high_frequency_share"]}
+    write_atomic(Path(plan_.run_dir) / FREQUENCY, _npz_bytes(filters=weights.astype(np.float32),
+                                                              responses=response["response"].astype(np.float32)))
+    return summary, FREQUENCY
 
 
 def write_gallery(plan_: RunPlan, results: dict) -> str | None:

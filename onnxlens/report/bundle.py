@@ -13,6 +13,8 @@ within a version; fields are only added, never renamed, until the version change
 - ``evaluation`` — metric results per metric and method (model-free baselines as
   ``baseline:NAME``), agreement between maps
 - ``verdict`` — each threshold checked; ``drift`` — against an earlier run, if asked
+- ``frequency`` — each method's radial power spectrum and high-frequency share; the first
+  convolution's filters' high-frequency shares (the filters and responses in frequency.npz)
 - ``timings``, ``provenance`` — where the time went; computed vs reused tasks; notes
 - ``arrays`` — paths (relative to the run folder) of the .npz files: every batch's
   explanations per method, and the gallery (pictures and maps the report shows)
@@ -180,6 +182,25 @@ class Drift(_Closed):
 class Arrays(_Closed):
     explanations: dict[str, list[str]]  #: method label → batch .npz files, in batch order
     gallery: str | None  #: pictures and heatmaps the report shows (None: no gallery)
+    frequency: str | None = None  #: the first convolution's filters and their magnitude responses
+
+
+class MapSpectrum(_Closed):
+    frequencies: list[float]  #: radial bin centres, cycles per pixel
+    power: list[float]  #: mean power per bin over every map, scaled to a maximum of 1
+    high_frequency_share: float  #: mean share of energy above the cutoff
+
+
+class FirstLayer(_Closed):
+    node: str
+    filters: int
+    high_frequency_share: list[float]  #: per filter
+
+
+class Frequency(_Closed):
+    cutoff: float  #: a fraction of the Nyquist frequency
+    maps: dict[str, MapSpectrum]
+    first_layer: FirstLayer | None
 
 
 class AuditBundle(_Closed):
@@ -195,6 +216,7 @@ class AuditBundle(_Closed):
     evaluation: Evaluation
     verdict: Verdict
     drift: Drift | None = None
+    frequency: Frequency | None = None
     timings: Timings
     provenance: Provenance
     arrays: Arrays

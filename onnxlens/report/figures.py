@@ -56,6 +56,18 @@ def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: 
     return _figure_uri(fig)
 
 
+def spectra_uri(title: str, series: dict[str, tuple[list[float], list[float]]]) -> str:
+    """Radial power spectra (frequency, relative power) of several methods' maps, log power."""
+    fig, ax = plt.subplots(figsize=(5.6, 3.2), dpi=100)
+    for label, (frequencies, power) in series.items():
+        ax.semilogy(frequencies, np.maximum(power, 1e-12), marker=".", label=label)
+    ax.axvline(0.25, color="grey", linestyle=":", linewidth=1)
+    ax.set(title=title, xlabel="spatial frequency (cycles per pixel)", ylabel="relative power")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _figure_uri(fig)
+
+
 def layers_uri(title: str, series: dict[str, list[float]], layers: list[str]) -> str:
     """Similarity to the original map after randomizing each layer (top-down), one line per
     method (Adebayo et al.'s figure)."""

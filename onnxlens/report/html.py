@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 
 from onnxlens.evaluation.registry import FAMILIES
-from onnxlens.report.figures import curves_uri, layers_uri
+from onnxlens.report.figures import curves_uri, layers_uri, spectra_uri
 from onnxlens.report.findings import RANDOM_LOGIT_LIMIT, SANITY_LIMIT, findings
 
 TITLES = {"faithfulness": "Faithfulness", "localization": "Localization", "robustness": "Robustness",
@@ -85,9 +87,10 @@ def _figures(family: str, metrics: dict) -> list[dict]:
     return figures
 
 
-def render_html(bundle: dict, gallery: dict | None = None) -> str:
-    """The page of a run's ``bundle`` (results.json) and ``gallery``: ``{"methods": [...],
-    "rows": [{"id", "uri", "cells": [{"method", "target", "uri"} or None per method]}]}``."""
+def render_html(bundle: dict, gallery: dict | None = None, filters: dict | None = None) -> str:
+    """The page of a run's ``bundle`` (results.json), its ``gallery`` (``{"methods": [...],
+    "rows": [{"id", "uri", "cells": [{"method", "target", "uri"} or None per method]}]}``) and
+    its first-layer ``filters`` (``{"filters_uri", "responses_uri"}``)."""
     evaluation = bundle["evaluation"]
     metrics = evaluation.get("metrics", {})
     families = []
@@ -101,14 +104,26 @@ def render_html(bundle: dict, gallery: dict | None = None) -> str:
     sections = [("summary", "Summary"), ("model", "Model card")]
     sections += [("explanations", "Explanations")] if gallery else []
     sections += [(t["family"], t["title"]) for t in families]
+    frequency = bundle.get("frequency")
+    if frequency and frequency["maps"]:
+        frequency = {**frequency, "spectra_uri": spectra_uri(
+            "Radial power spectrum of the maps", {k: (v["frequencies"], v["power"]) for k, v in frequency["maps"].items()})}
+        if frequency["first_layer"]:
+            shares = frequency["first_layer"]["high_frequency_share"]
+            frequency["first_layer"] = {**frequency["first_layer"], "mean": float(np.mean(shares)),
+                                        "min": float(np.min(shares)), "max": float(np.max(shares))}
+    else:
+        frequency = None
+    sections += [("frequency", "Frequency analysis")] if frequency else []
     sections += [("agreement", "Agreement between maps")] if agreement else []
     sections += [("drift", "Drift")] if bundle.get("drift") else []
     sections += [("timings", "Timings and provenance")]
     config = bundle["config"]
     return _TEMPLATES.get_template("report.html.j2").render(
-        **{"drift": None, **bundle},
+        **{"drift": None, **{k: v for k, v in bundle.items() if k != "frequency"}},
         sections=[{"id": i, "title": t} for i, t in sections], findings=findings(bundle), families=families,
-        agreement=agreement, gallery=gallery, colormap=config.get("colormap", "jet"),
+        agreement=agreement, gallery=gallery, colormap=config.get("colormap", "jet"), frequency=frequency,
+        filters=filters,
         masks_mark=config.get("dataset", {}).get("masks_mark", "object"), sanity_limit=SANITY_LIMIT,
         random_logit_limit=RANDOM_LOGIT_LIMIT,
         config_rows=[(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in config.items()])

@@ -10,7 +10,7 @@ import numpy as np
 
 from onnxlens.files import write_atomic, write_json
 from onnxlens.report.bundle import BundleError, load_bundle
-from onnxlens.report.figures import enlarged_uri
+from onnxlens.report.figures import enlarged_uri, png_uri, tile_grid
 from onnxlens.report.html import render_html
 from onnxlens.report.overlay import blend
 
@@ -40,6 +40,20 @@ def gallery_rows(run_dir: Path, bundle: dict) -> dict | None:
     return {"methods": methods, "rows": rows}
 
 
+def filter_images(run_dir: Path, bundle: dict) -> dict | None:
+    """The first convolution's filters and their magnitude responses as two tiled pictures."""
+    name = bundle["arrays"].get("frequency")
+    if not name:
+        return None
+    try:
+        with np.load(Path(run_dir) / name, allow_pickle=False) as data:
+            filters, responses = data["filters"], data["responses"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"cannot read the frequency arrays {name!r}: {exc}") from None
+    shown = filters[:, :3] if filters.shape[1] in (1, 3) else np.abs(filters).sum(axis=1, keepdims=True)
+    return {"filters_uri": png_uri(tile_grid(shown, scale=8)), "responses_uri": png_uri(tile_grid(responses[:, None], scale=2))}
+
+
 def render_run(run_dir: str | Path, formats: Sequence[str] = ("html", "pdf"), bundle: dict | None = None) -> list[Path]:
     """Write verdict.json and the ``formats`` (html, pdf) of the run in ``run_dir``; returns the
     paths written. The bundle is read (and validated) from results.json unless given."""
@@ -49,7 +63,7 @@ def render_run(run_dir: str | Path, formats: Sequence[str] = ("html", "pdf"), bu
     write_json(written[0], bundle["verdict"])
     if not {"html", "pdf"} & set(formats):
         return written
-    page = render_html(bundle, gallery_rows(run, bundle))
+    page = render_html(bundle, gallery_rows(run, bundle), filter_images(run, bundle))
     if "html" in formats:
         write_atomic(run / "report.html", page.encode())
         written.append(run / "report.html")
