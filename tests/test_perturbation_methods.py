@@ -122,8 +122,11 @@ def test_forward_only_model(save):
 
 @pytest.mark.parametrize("model", ["digits_cnn", "shapes_cnn"])
 @pytest.mark.parametrize("method, params", [("occlusion", []), ("rise", ["--param", "masks=200"]),
-                                            ("lime", ["--param", "samples=200"])])
+                                            ("lime", ["--param", "samples=200"]),
+                                            ("meaningful_perturbation", ["--param", "iterations=10"]),
+                                            ("mc_dropout", ["--param", "samples=4", "--param", "base=occlusion"])])
 def test_cli_on_every_shipped_model(model, method, params, tmp_path, cli):
+    """Every black-box and wrapper method from the command line, on each model in models/."""
     sample = np.load(MODELS / "samples" / model.split("_")[0] / "test.npz")["x"][:1]
     np.save(tmp_path / "x.npy", sample)
     out = tmp_path / "e.npz"
@@ -132,6 +135,17 @@ def test_cli_on_every_shipped_model(model, method, params, tmp_path, cli):
     assert result.returncode == 0, result.stderr
     with np.load(out) as saved:
         assert saved["heatmap"].shape == sample.shape[:1] + sample.shape[2:] and np.isfinite(saved["heatmap"]).all()
+
+
+def test_cli_on_a_forward_only_model(save, tmp_path, cli):
+    model = conv_classifier()
+    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Sin"
+    np.save(tmp_path / "x.npy", np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32))
+    failed = cli("explain", save(model), "--input", tmp_path / "x.npy", "--method", "gradient", "--out", tmp_path / "g.npz")
+    assert failed.returncode == 1 and "forward-only methods" in failed.stderr
+    result = cli("explain", save(model), "--input", tmp_path / "x.npy", "--method", "occlusion", "--param", "window=3",
+                 "--out", tmp_path / "o.npz")
+    assert result.returncode == 0, result.stderr
 
 
 def test_occlusion_matches_captum(tmp_path):
