@@ -1,5 +1,5 @@
-"""Integrated Gradients (64 steps) and Grad-CAM: onnxlens vs Captum on the same ResNet-18,
-batch 8, CPU, same thread count, interleaved repetitions; printed as ratios.
+"""Integrated Gradients (64 steps), Grad-CAM and occlusion: onnxlens vs Captum on the same
+ResNet-18, batch 8, CPU, same thread count, interleaved repetitions; printed as ratios.
 
     pip install -e ".[reference]"
     python benchmarks/methods.py [--threads 2] [--repeats 3] [--size 224]
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 import torchvision
-from captum.attr import IntegratedGradients, LayerGradCam
+from captum.attr import IntegratedGradients, LayerGradCam, Occlusion
 
 from onnxlens import Explainer
 from timing import interleaved_medians, model_benchmark_args  # benchmarks/timing.py
@@ -29,6 +29,7 @@ def main() -> None:
     explainer = Explainer(path, device="cpu", threads=args.threads)
     targets = list(range(args.batch))
     xn = x.numpy()
+    window = args.size // 4
     runs = {
         "integrated_gradients (64 steps)": (
             lambda: explainer.explain(xn, "integrated_gradients", target=targets, steps=64),
@@ -37,6 +38,13 @@ def main() -> None:
         "gradcam (layer4)": (
             lambda: explainer.explain(xn, "gradcam", target=targets),
             lambda: LayerGradCam(net, net.layer4[-1]).attribute(x, target=targets, relu_attributions=True),
+        ),
+        # window a quarter of the side, half-window stride: 7×7 positions; Captum batched 16 at a time
+        f"occlusion ({window}/{window // 2})": (
+            lambda: explainer.explain(xn, "occlusion", target=targets, window=window, stride=window // 2),
+            lambda: Occlusion(net).attribute(x, sliding_window_shapes=(3, window, window),
+                                             strides=(3, window // 2, window // 2), target=targets,
+                                             perturbations_per_eval=16),
         ),
     }
     print(f"ResNet-18 {args.size}×{args.size}, batch {args.batch}, {args.threads} thread(s), "

@@ -244,6 +244,7 @@ def evaluate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from onnxlens.evaluation import DEFAULT_METRICS, evaluate as run_evaluation, metric_info
+    from onnxlens.files import write_json
     from onnxlens.evaluation.baselines import BASELINES
     from onnxlens.evaluation.registry import MetricError
     from onnxlens.methods import Explainer
@@ -302,10 +303,7 @@ def evaluate(
                                  params={k: v for k, v in grouped.items() if k not in methods},
                                  baselines=tuple(BASELINES) if baselines else (), seed=seed, progress=progress)
     results["model_file"] = model.name
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1, ensure_ascii=True, allow_nan=False))
-    tmp.replace(out)
+    write_json(out, results)
     prefix = "baseline:"
     columns = list(dict.fromkeys(label for entry in results["metrics"].values() for label in entry["results"]))
     table = Table(title=f"{len(x)} input(s) · means", title_justify="left",
