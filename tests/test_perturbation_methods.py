@@ -169,3 +169,21 @@ def test_occlusion_matches_captum(tmp_path):
         want = captum_attr.Occlusion(net.double()).attribute(
             x.double(), sliding_window_shapes=(3, 8, 8), strides=(3, 4, 4), baselines=0.25, target=[0, 3, 4]).numpy()
     assert np.linalg.norm(ours.attribution - want) / np.linalg.norm(want) < 1e-4
+
+
+def test_audit_with_every_new_method(tmp_path):
+    """The audit stores, evaluates and re-explains (robustness) each new method."""
+    from onnxlens.pipelines import audit
+
+    methods = [{"name": "occlusion", "params": {"window": 16, "stride": 16}}, {"name": "rise", "params": {"masks": 50}},
+               {"name": "lime", "params": {"samples": 50, "segments": "grid", "n_segments": 16}},
+               {"name": "meaningful_perturbation", "params": {"iterations": 5}},
+               {"name": "mc_dropout", "params": {"samples": 2}}]
+    results = audit.audit_directly({
+        "model": str(MODELS / "shapes_cnn.onnx"), "methods": methods, "output": str(tmp_path / "run"),
+        "dataset": {"path": str(MODELS / "samples" / "shapes" / "test.npz"), "limit": 4, "labels_key": "y"},
+        "metrics": [{"name": "deletion", "params": {"steps": 5}}, "adversarial_stability"], "batch_size": 4,
+        "baselines": False, "formats": ["html"]})
+    stability = results["evaluation"]["metrics"]["adversarial_stability"]["results"]
+    assert results["items"]["evaluated"] == 4 and set(stability) == {m["name"] for m in methods}
+    assert all(r["mean"] is not None for r in stability.values())

@@ -106,5 +106,5 @@ def mc_dropout(engine, x, target, *, base: str = "gradient", samples: int = 16, 
         before = (default_layer(engine),)
     e = explain_under_dropout(engine, x, base, target, samples=samples, before=before,
                               rate=None if rate < 0 else rate, seed=seed, conservative=conservative)
-    e.method = "mc_dropout"
+    e.method, e.params = "mc_dropout", {}  # its own parameters (run_method adds them) re-create it
     return e
