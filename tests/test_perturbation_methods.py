@@ -187,3 +187,15 @@ def test_audit_with_every_new_method(tmp_path):
     stability = results["evaluation"]["metrics"]["adversarial_stability"]["results"]
     assert results["items"]["evaluated"] == 4 and set(stability) == {m["name"] for m in methods}
     assert all(r["mean"] is not None for r in stability.values())
+
+
+@pytest.mark.parametrize("method, params", [("occlusion", {"window": 3}), ("rise", {"masks": 50}),
+                                            ("lime", {"samples": 50}),
+                                            ("meaningful_perturbation", {"iterations": 5, "mask_size": 4}),
+                                            ("mc_dropout", {"samples": 2})])
+def test_nhwc_models(save, method, params):
+    """Channels-last inputs: maps per pixel, attributions laid out like the input."""
+    explainer = Explainer(save(conv_classifier(layout="NHWC")), device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 8, 8, 3)).astype(np.float32)
+    e = explainer.explain(x, method, **params)
+    assert e.heatmap.shape == (2, 8, 8) and e.attribution.shape == x.shape and np.isfinite(e.heatmap).all()
