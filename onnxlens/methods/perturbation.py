@@ -43,16 +43,22 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
         raise MethodError(f"occlusion needs 1 ≤ window ≤ {min(h, w)} and stride ≥ 1, got window={window}, "
                           f"stride={stride}")
     corners = [(r, c) for r in range(0, h - window + 1, stride) for c in range(0, w - window + 1, stride)]
-    masks = np.zeros((len(corners), h, w), bool)
-    for k, (r, c) in enumerate(corners):
-        masks[k, r:r + window, c:c + window] = True
-    covered = pixel_mask(engine, masks)
+
+    def windows(sl: slice) -> np.ndarray:  # the covered pixels of corners[sl], built chunk by chunk
+        masks = np.zeros((len(corners[sl]), h, w), bool)
+        for k, (r, c) in enumerate(corners[sl]):
+            masks[k, r:r + window, c:c + window] = True
+        return pixel_mask(engine, masks)
+
     score = _score_kind(probability)
     clean = class_score(engine, x, target, score)
-    drops = np.stack([clean[i] - _scores(engine, lambda s: np.where(covered[s], np.float32(fill), x[i]), len(masks),
+    drops = np.stack([clean[i] - _scores(engine, lambda s: np.where(windows(s), np.float32(fill), x[i]), len(corners),
                                          target[i], score) for i in range(len(x))])
-    counts = masks.sum(axis=0)
-    per_pixel = np.tensordot(drops, masks.astype(np.float64), axes=(1, 0)) / np.maximum(counts, 1)
+    total, counts = np.zeros((len(x), h, w)), np.zeros((h, w))
+    for k, (r, c) in enumerate(corners):
+        total[:, r:r + window, c:c + window] += drops[:, k, None, None]
+        counts[r:r + window, c:c + window] += 1
+    per_pixel = total / np.maximum(counts, 1)
     axis = engine.channel_axis
     attribution = np.repeat(np.expand_dims(per_pixel, axis), x.shape[axis], axis).astype(np.float32)
     return Explanation(attribution, per_pixel, target, clean, "occlusion")
