@@ -72,3 +72,5 @@ def test_cli(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     with np.load(tmp_path / "e.npz") as saved:
         assert saved["heatmap"].shape == (2, 32, 32) and np.isfinite(saved["heatmap"]).all()
+        assert saved["diagnostics/heatmap_std"].shape == (2, 32, 32) and saved["diagnostics/heatmap_std"].max() > 0
+        assert saved["diagnostics/mutual_information"].shape == (2,)

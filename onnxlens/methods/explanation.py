@@ -45,8 +45,13 @@ class Explanation:
     diagnostics: dict = field(default_factory=dict)  #: e.g. Integrated Gradients' completeness gap
 
     def save_npz(self, path: str | Path) -> None:
+        """attribution, heatmap, target, score, layer_map (if any) and, as ``diagnostics/NAME``,
+        every diagnostic that is an array with one row per input (e.g. MC dropout's
+        ``heatmap_std``, LIME's ``segments``)."""
         arrays = {"attribution": self.attribution, "heatmap": self.heatmap, "target": self.target,
                   "score": self.score}
         if self.layer_map is not None:
             arrays["layer_map"] = self.layer_map
+        arrays.update({f"diagnostics/{name}": value for name, value in self.diagnostics.items()
+                       if isinstance(value, np.ndarray) and value.shape[:1] == self.score.shape})
         np.savez_compressed(path, **arrays)
