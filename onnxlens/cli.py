@@ -378,12 +378,10 @@ def distill(
 ) -> None:
     """Distill the model into a soft decision tree (Frosst & Hinton, 2017) and report its
     fidelity — how often it predicts the model's class — on held-out inputs."""
-    import io
-
     import numpy as np
     from PIL import Image
 
-    from onnxlens.files import write_atomic
+    from onnxlens.files import npz_bytes, write_atomic
     from onnxlens.methods import Explainer
     from onnxlens.methods.soft_tree import distill as run_distill
     from onnxlens.report.figures import tile_grid
@@ -395,10 +393,8 @@ def distill(
     typer.echo(f"soft tree of depth {depth} ({2 ** depth} leaves) on {report['train_inputs']} inputs: fidelity "
                f"{report['fidelity_train']:.3f} on them, {report['fidelity_heldout']:.3f} on {report['heldout_inputs']} held out")
     if out is not None:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, weights=tree.weights, biases=tree.biases, leaves=tree.leaves, mean=tree.mean,
-                            scale=tree.scale, report=np.asarray(json.dumps(report)))
-        write_atomic(out, buffer.getvalue())
+        write_atomic(out, npz_bytes(weights=tree.weights, biases=tree.biases, leaves=tree.leaves, mean=tree.mean,
+                                    scale=tree.scale, report=np.asarray(json.dumps(report))))
         typer.echo(f"wrote {out}")
     if filters is not None:
         maps = tree.filters(x.shape[1:])

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
+
+import numpy as np
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -13,6 +16,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def npz_bytes(**arrays) -> bytes:
+    """Arrays as the bytes of a compressed .npz (to write with :func:`write_atomic`)."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
 
 
 def write_json(path: Path, value) -> None:

@@ -14,7 +14,7 @@ from onnxlens.errors import quote
 from onnxlens.evaluation.agreement import compare
 from onnxlens.evaluation.registry import MetricError
 from onnxlens.methods.registry import run_method
-from onnxlens.methods.scoring import class_score
+from onnxlens.methods.scoring import class_score, spatial_size
 
 ATTACKS = ("fgsm", "deepfool", "one_pixel")
 
@@ -69,7 +69,7 @@ def one_pixel(engine, x: np.ndarray, target: np.ndarray, pixels: int = 1, maxite
     (scipy) over (row, column, value per channel) of ``pixels`` pixels, minimizing the target's
     probability; values within the batch's range. Each generation is one batched forward pass."""
     axis = engine.channel_axis
-    h, w = (x.shape[2], x.shape[3]) if axis == 1 else (x.shape[1], x.shape[2])
+    h, w = spatial_size(engine, x)
     channels = x.shape[axis]
     bounds = [(0, h - 1e-6), (0, w - 1e-6)] + [(float(x.min()), float(x.max()))] * channels
 

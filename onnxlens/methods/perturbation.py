@@ -9,11 +9,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, displayable, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import class_score, pixel_mask
-
-
-def _size(engine, x: np.ndarray) -> tuple[int, int]:
-    return tuple(x.shape[2:4]) if engine.channel_axis == 1 else tuple(x.shape[1:3])
+from onnxlens.methods.scoring import class_score, pixel_mask, spatial_size
 
 
 def _score_kind(probability: bool) -> str:
@@ -38,7 +34,7 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
     attribution is the mean drop of the target score (logit, or ``probability``) over the
     windows that cover it, the same in every channel (pixels no window covers: 0).
     Heatmap: that per-pixel mean drop."""
-    h, w = _size(engine, x)
+    h, w = spatial_size(engine, x)
     if not 1 <= window <= min(h, w) or stride < 1:
         raise MethodError(f"occlusion needs 1 ≤ window ≤ {min(h, w)} and stride ≥ 1, got window={window}, "
                           f"stride={stride}")
@@ -90,7 +86,7 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
     Attribution: the map spread evenly over the channels."""
     if masks < 1 or cells < 1 or not 0 < p < 1:
         raise MethodError(f"rise needs masks ≥ 1, cells ≥ 1 and 0 < p < 1, got masks={masks}, cells={cells}, p={p}")
-    size = _size(engine, x)
+    size = spatial_size(engine, x)
     rng = np.random.default_rng(seed)
     score = _score_kind(probability)
     saliency = np.zeros((len(x), *size))

@@ -58,6 +58,11 @@ def spatial_axes(engine) -> tuple[int, int]:
     return (2, 3) if engine.channel_axis == 1 else (1, 2)
 
 
+def spatial_size(engine, x: np.ndarray) -> tuple[int, int]:
+    """H and W of an input batch."""
+    return tuple(x.shape[a] for a in spatial_axes(engine))
+
+
 def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int | None = 11) -> np.ndarray:
     """A Gaussian blur over H and W with a ``kernel``-wide window (RISE: kernel 11, σ 5; None:
     the whole Gaussian, to 4σ)."""

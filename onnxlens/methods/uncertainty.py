@@ -19,7 +19,7 @@ from scipy.special import softmax
 from onnxlens.graph_ops.backward import prepare_for_differentiation
 from onnxlens.graph_ops.dropout import keep_masks, with_dropout
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import MethodError, method, run_method
+from onnxlens.methods.registry import MethodError, method, resolve_targets, run_method
 from onnxlens.runtime.cache import CompiledGraphCache
 from onnxlens.runtime.engine import Engine
 
@@ -66,8 +66,6 @@ def explain_under_dropout(engine: Engine, x: np.ndarray, method_name: str, targe
     ``entropy``, ``mutual_information`` and ``uncertainty`` (entropy / log K)."""
     if samples < 1:
         raise MethodError(f"samples must be at least 1, got {samples}")
-    from onnxlens.methods.registry import resolve_targets
-
     x = engine.check_input(x)
     target = resolve_targets(engine, x, target)
     stochastic = DropoutEngine(engine, before, rate, seed)

@@ -21,7 +21,7 @@ from onnxlens import __version__
 from onnxlens.errors import OnnxLensError
 from onnxlens.evaluation import evaluate
 from onnxlens.evaluation.registry import jsonable
-from onnxlens.files import write_atomic, write_json
+from onnxlens.files import npz_bytes, write_atomic, write_json
 from onnxlens.methods import Explainer, Explanation
 from onnxlens.methods.registry import run_method
 from onnxlens.pipelines.config import AuditConfig, load_config
@@ -160,7 +160,7 @@ def explain_batch(plan_: RunPlan, index: int, label: str) -> dict:
     meta = {"failed": failed, "notes": notes, "seconds": time.perf_counter() - start,
             "rows": sum(map(len, kept)), "providers": explainer.engine.cache.providers()}
     arrays = _explanation_arrays([e for _, e in parts], kept, batch)
-    buffer = _npz_bytes(key=np.array(key), meta=np.array(json.dumps(jsonable(meta))), **arrays)
+    buffer = npz_bytes(key=np.array(key), meta=np.array(json.dumps(jsonable(meta))), **arrays)
     write_atomic(path, buffer)
     return {"batch": index, "method": label, "status": "computed", **meta}
 
@@ -228,14 +228,6 @@ def _explanation_arrays(parts: list[Explanation], kept: list[list[int]], batch: 
     out["params"] = np.asarray(json.dumps(jsonable(params)))
     out["seconds"] = np.asarray(sum(e.timings.get("total", 0.0) for e in parts))
     return out
-
-
-def _npz_bytes(**arrays) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return buffer.getvalue()
 
 
 def _stored_explanation(path: Path):
@@ -335,7 +327,6 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     results = jsonable(results)
     validate(results)
     write_json(run / "results.json", results)
-    write_json(run / "verdict.json", results["verdict"])
     from onnxlens.report.pdf import PdfError
     from onnxlens.report.render import render_run
 
@@ -400,7 +391,7 @@ def write_frequency(plan_: RunPlan, cutoff: float = 0.5) -> tuple[dict, str | No
     response = filter_frequency_response(weights, cutoff=cutoff)
     summary["first_layer"] = {"node": node, "filters": int(weights.shape[0]),
                               "high_frequency_share": response["high_frequency_share"]}
-    write_atomic(Path(plan_.run_dir) / FREQUENCY, _npz_bytes(filters=weights.astype(np.float32),
+    write_atomic(Path(plan_.run_dir) / FREQUENCY, npz_bytes(filters=weights.astype(np.float32),
                                                               responses=response["response"].astype(np.float32)))
     return summary, FREQUENCY
 
@@ -440,7 +431,7 @@ def write_gallery(plan_: RunPlan, results: dict) -> str | None:
         shape = next((h.shape for h, _ in filter(None, entries)), pictures[0].shape[:2])
         arrays[f"heatmap/{label}"] = np.stack([e[0] if e else np.full(shape, np.nan) for e in entries]).astype(np.float32)
         arrays[f"target/{label}"] = np.asarray([e[1] if e else -1 for e in entries], np.int64)
-    write_atomic(Path(plan_.run_dir) / GALLERY, _npz_bytes(**arrays))
+    write_atomic(Path(plan_.run_dir) / GALLERY, npz_bytes(**arrays))
     return GALLERY
 
 

@@ -19,9 +19,10 @@ Rules (stated on the page too):
 
 from __future__ import annotations
 
+from onnxlens.evaluation.evaluate import BASELINE_PREFIX as BASELINE
+
 SANITY_LIMIT = 0.5
 RANDOM_LOGIT_LIMIT = 0.9
-BASELINE = "baseline:"
 
 
 def _better(a: float, b: float, higher: bool) -> bool:

@@ -15,6 +15,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 
+from onnxlens.evaluation.evaluate import BASELINE_PREFIX
 from onnxlens.evaluation.registry import FAMILIES
 from onnxlens.report.figures import curves_uri, layers_uri, spectra_uri
 from onnxlens.report.findings import RANDOM_LOGIT_LIMIT, SANITY_LIMIT, findings
@@ -50,7 +51,7 @@ def _family_table(family: str, metrics: dict) -> dict | None:
     if not entries:
         return None
     columns = list(dict.fromkeys(label for e in entries.values() for label in e["results"]))
-    columns.sort(key=lambda c: c.startswith("baseline:"))  # methods first, baselines after
+    columns.sort(key=lambda c: c.startswith(BASELINE_PREFIX))  # methods first, baselines after
     rows = []
     for name, entry in entries.items():
         results = entry["results"]
@@ -59,7 +60,7 @@ def _family_table(family: str, metrics: dict) -> dict | None:
         best = (max if higher else min)(means.values()) if means and higher is not None and len(means) > 1 else None
         rows.append({"name": name, "summary": entry["summary"],
                      "arrow": {True: "↑", False: "↓"}.get(higher, ""),
-                     "cells": [{"text": _fmt(means.get(c)), "baseline": c.startswith("baseline:"),
+                     "cells": [{"text": _fmt(means.get(c)), "baseline": c.startswith(BASELINE_PREFIX),
                                 "best": best is not None and means.get(c) == best} for c in columns]})
     return {"family": family, "title": TITLES.get(family, family), "columns": columns, "rows": rows, "figures": [],
             "caption": f"{TITLES.get(family, family)}: mean over the inputs per method (↑ higher is better, "
