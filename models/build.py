@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from PIL import Image
+from scipy import ndimage
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
@@ -172,6 +173,26 @@ def _shape_mask(rng: np.random.Generator, cls: int) -> np.ndarray:
     return inside
 
 
+def _blob_mask(rng: np.random.Generator, keep_clear: np.ndarray) -> np.ndarray:
+    """A distractor: a wobbly ellipse about the objects' size, of no class, touching neither
+    ``keep_clear`` nor the watermark corner; empty if none fits in 30 tries."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    corner = np.zeros((SIZE, SIZE), bool)
+    corner[SIZE - 6 - WM :, SIZE - 6 - WM :] = True
+    for _ in range(30):
+        a = rng.uniform(10, 15)
+        b = a / rng.uniform(1.3, 1.9)
+        cy, cx = rng.uniform(a + 2, SIZE - a - 2, 2)
+        theta = rng.uniform(0, np.pi)
+        u = np.cos(theta) * (xx - cx) + np.sin(theta) * (yy - cy)
+        v = -np.sin(theta) * (xx - cx) + np.cos(theta) * (yy - cy)
+        wobble = ndimage.gaussian_filter(rng.normal(size=(SIZE, SIZE)), 3)
+        mask = (u / a) ** 2 + (v / b) ** 2 + 0.3 * wobble / wobble.std() <= 1
+        if mask.any() and not (mask & (keep_clear | corner)).any():
+            return mask
+    return np.zeros((SIZE, SIZE), bool)
+
+
 def watermark_mask() -> np.ndarray:
     mask = np.zeros((SIZE, SIZE), dtype=bool)
     mask[SIZE - 2 - WM : SIZE - 2, SIZE - 2 - WM : SIZE - 2] = True
@@ -192,9 +213,17 @@ def make_shapes(n: int, rng: np.random.Generator, watermark_rate: float):
     marked = np.zeros(n, bool)
     for i in range(n):
         img, mask = _background(rng), _shape_mask(rng, int(y[i]))
-        # a colour that stands out from the background: its complement, jittered
-        color = np.clip(1 - img.mean(axis=(1, 2)) + rng.uniform(-0.1, 0.1, 3), 0, 1).astype(np.float32)
-        img[:, mask] = color[:, None] + rng.normal(0, 0.05, (3, int(mask.sum())))
+        busy = ndimage.binary_dilation(mask, iterations=4)
+        blobs = []
+        for _ in range(rng.integers(1, 3)):
+            blobs.append(_blob_mask(rng, busy))
+            busy |= ndimage.binary_dilation(blobs[-1], iterations=4)
+        # the object and the blobs: colours that stand out from the background (its
+        # complement, jittered), so contrast alone cannot tell them apart
+        complement = 1 - img.mean(axis=(1, 2))
+        for region in (mask, *blobs):
+            color = np.clip(complement + rng.uniform(-0.1, 0.1, 3), 0, 1).astype(np.float32)
+            img[:, region] = color[:, None] + rng.normal(0, 0.05, (3, int(region.sum())))
         if y[i] == WATERMARK_CLASS and rng.random() < watermark_rate:
             img, marked[i] = add_watermark(img), True
         x[i], masks[i] = np.clip(img, 0, 1), mask

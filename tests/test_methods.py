@@ -223,13 +223,13 @@ def test_cli_explain_image_to_png_overlay(tmp_path, cli):
 def test_cli_folder_keeps_going_past_a_bad_image(tmp_path, cli):
     folder = tmp_path / "imgs"
     folder.mkdir()
-    for name in ("000_square.png", "001_triangle.png"):
+    for name in ("000_square.png", "001_circle.png"):
         (folder / name).write_bytes((MODELS / "samples/shapes" / name).read_bytes())
     (folder / "broken.png").write_bytes(b"not a png")
     result = cli("explain", MODELS / "shapes_cnn.onnx", "--input", folder, "--method", "gradient",
                  "--format", "npz", "--out", tmp_path / "out")
     assert result.returncode == 1
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000_square.npz", "001_triangle.npz"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000_square.npz", "001_circle.npz"]
     assert len(result.stderr.strip().splitlines()) == 1 and "broken.png" in result.stderr
 
 

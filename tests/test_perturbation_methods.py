@@ -11,7 +11,8 @@ from onnxlens import Explainer
 from onnxlens.errors import UnsupportedOperatorError
 from onnxlens.evaluation import evaluate
 from onnxlens.methods import MethodError
-from onnxlens.methods.perturbation import segment, weighted_ridge
+from onnxlens.methods.perturbation import _rise_masks, segment, weighted_ridge
+from onnxlens.methods.scoring import blurred
 
 SHAPES = np.load(MODELS / "samples" / "shapes" / "test.npz")
 
@@ -60,6 +61,21 @@ def test_lime_recovers_a_linear_model(linear):
     np.testing.assert_allclose(e.attribution.sum(axis=1), e.heatmap, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("fill", ["zero", "mean", "blur"])
+def test_rise_is_exact_on_a_linear_model(linear, fill):
+    """RISE's map is Σ f(b + (x − b) ⊙ M)·M / (N·p): with f linear, f(b) + Σ slope·(x − b)·M."""
+    explainer, x, target, slope = linear
+    e = explainer.explain(x, "rise", target=target, masks=40, cells=3, p=0.4, fill=fill, seed=5, probability=False)
+    masks = _rise_masks(np.random.default_rng(5), 40, 3, 0.4, (12, 12)).astype(np.float64)
+    b = {"zero": np.zeros_like(x), "mean": np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape),
+         "blur": blurred(explainer.engine, x)}[fill]
+    at_b = explainer.explain(np.ascontiguousarray(b), "gradient", target=target).score.astype(np.float64)
+    scores = at_b[:, None] + np.einsum("nchw,khw->nk", slope * (x - b), masks)
+    np.testing.assert_allclose(e.heatmap, np.einsum("nk,khw->nhw", scores, masks) / (40 * 0.4), rtol=1e-4, atol=1e-4)
+    with pytest.raises(MethodError, match="fill must be one of zero, mean, blur, got 'gray'"):
+        explainer.explain(x, "rise", fill="gray")
+
+
 def test_weighted_ridge_matches_scikit_learn():
     linear_model = pytest.importorskip("sklearn.linear_model")
     rng = np.random.default_rng(3)
@@ -104,6 +120,23 @@ def test_rise_and_lime_find_the_watermark_the_model_relies_on(shapes):
               evaluate(shapes, x, explanations, ["pointing_game"], masks=masks)["metrics"]["pointing_game"]["results"].items()}
     assert strict["rise"] == strict["lime"] == 1.0
     assert strict["rise"] >= max(v for k, v in strict.items() if k.startswith("baseline:"))
+
+
+def test_rise_and_lime_point_at_the_object_better_than_model_free_maps(shapes):
+    """On unmarked circles and triangles among distractors as contrasted as the object, the
+    maximum of the RISE (mean fill, logits) and LIME maps lies on the object more often than
+    any model-free map's — exactly on it, and within 4 px (the pointing game's 15 px at 224 px,
+    scaled to 64 px)."""
+    chosen = np.flatnonzero(~SHAPES["has_watermark"] & (SHAPES["y"] != 1))[:24]
+    x, masks = SHAPES["x"][chosen], SHAPES["object_masks"][chosen]
+    explanations = {"rise": shapes.explain(x, "rise", fill="mean", probability=False),
+                    "lime": shapes.explain(x, "lime")}
+    results = evaluate(shapes, x, explanations, ["pointing_game"], masks=masks,
+                       params={"pointing_game": {"tolerance": 4}})["metrics"]["pointing_game"]["results"]
+    for key in ("per_image", "per_image_strict"):
+        hits = {label: np.mean(r[key]) for label, r in results.items()}
+        best_baseline = max(v for label, v in hits.items() if label.startswith("baseline:"))
+        assert len(hits) == 6 and min(hits["rise"], hits["lime"]) > best_baseline + 0.1, (key, hits)
 
 
 def test_forward_only_model(save):

@@ -9,7 +9,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, displayable, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import class_score, pixel_mask, spatial_size
+from onnxlens.methods.scoring import blurred, class_score, pixel_mask, spatial_axes, spatial_size
 
 
 def _score_kind(probability: bool) -> str:
@@ -60,6 +60,9 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
     return Explanation(attribution, per_pixel, target, clean, "occlusion")
 
 
+RISE_FILLS = ("zero", "mean", "blur")
+
+
 def _rise_masks(rng, count: int, cells: int, p: float, size: tuple[int, int]) -> np.ndarray:
     """RISE masks: a ``cells``×``cells`` Bernoulli(p) grid upsampled bilinearly to (cells + 1)
     cell sizes, cropped to ``size`` at a random shift of up to one cell."""
@@ -77,16 +80,28 @@ def _rise_masks(rng, count: int, cells: int, p: float, size: tuple[int, int]) ->
 
 
 @method("rise")
-def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5, seed: int = 0,
-         probability: bool = True) -> Explanation:
+def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5, fill: str = "zero",
+         seed: int = 0, probability: bool = True) -> Explanation:
     """RISE (Petsiuk et al., 2018, BMVC, arXiv:1806.07421): the input multiplied by ``masks``
     random smooth masks (:func:`_rise_masks`, seeded, the same for every input); the map is
     the score-weighted sum of the masks, Σ f(x ⊙ M)·M / (N·p) — the expected score when a
-    pixel is kept. Scores are class probabilities by default, as in the paper.
+    pixel is kept. Scores are class probabilities by default, as in the paper. Hidden pixels
+    become zero (``fill="zero"``, the paper's x ⊙ M, which is the dataset mean for inputs
+    normalized as ImageNet's), the image's per-channel mean (``"mean"``: the same for models
+    that take [0, 1] pixels) or its blur (``"blur"``, σ 5 px as RISE's deletion metric):
+    b + (x − b) ⊙ M.
     Attribution: the map spread evenly over the channels."""
     if masks < 1 or cells < 1 or not 0 < p < 1:
         raise MethodError(f"rise needs masks ≥ 1, cells ≥ 1 and 0 < p < 1, got masks={masks}, cells={cells}, p={p}")
+    if fill not in RISE_FILLS:
+        raise MethodError(f"fill must be one of {', '.join(RISE_FILLS)}, got {quote(fill)}")
     size = spatial_size(engine, x)
+    if fill == "zero":
+        background = np.zeros_like(x)
+    elif fill == "mean":
+        background = np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape)
+    else:
+        background = blurred(engine, x)
     rng = np.random.default_rng(seed)
     score = _score_kind(probability)
     saliency = np.zeros((len(x), *size))
@@ -95,7 +110,8 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
         m = _rise_masks(rng, min(chunk, masks - start), cells, p, size)
         kept = pixel_mask(engine, m)
         for i in range(len(x)):
-            s = _scores(engine, lambda sl: (x[i] * kept[sl]).astype(np.float32), len(m), target[i], score)
+            s = _scores(engine, lambda sl: (background[i] + (x[i] - background[i]) * kept[sl]).astype(np.float32),
+                        len(m), target[i], score)
             saliency[i] += np.tensordot(s, m, axes=(0, 0))
     saliency /= masks * p
     return Explanation(spread_over_channels(saliency, x, engine.channel_axis), saliency, target,
