@@ -122,6 +122,12 @@ def test_gradient_at_inner_tensor_and_input_together():
     w = np.frombuffer(fc_w.raw_data, np.float32).reshape(4, 6)
     expected = np.broadcast_to((seed @ w)[:, :, None, None] / 64, (2, 6, 8, 8))
     np.testing.assert_allclose(out[both.grads["r"]], expected, rtol=1e-5, atol=1e-7)
+    # totals: only each row's sum of a cotangent comes out, for a tensor in wrt or not
+    summed = append_vjp(model, ["logits"], ["x"], totals=["r", "x"])
+    got = _run(summed.model, {"x": x, summed.seeds["logits"]: seed})
+    assert set(summed.grads) == {"x"} and got[summed.totals["r"]].shape == (2,)
+    np.testing.assert_allclose(got[summed.totals["r"]], expected.sum(axis=(1, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(got[summed.totals["x"]], out[both.grads["x"]].sum(axis=(1, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
 def test_output_independent_of_wrt_is_an_error():

@@ -21,13 +21,16 @@ def _relevance(engine, x, target, preset, layer, probability, **rule_params):
         engine.require_tensor(layer)
         layers.append(layer)
     # every rule is linear in the relevance it receives, so seeding the one-hot vector and
-    # scaling by the score afterwards equals seeding R = score, without a separate forward pass
-    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[engine.input_name, *layers], rules=rules,
-                        probability=probability)
+    # scaling by the score afterwards equals seeding R = score, without a separate forward pass;
+    # the layers' relevance comes back as row sums (the conservation check), the chosen layer's whole
+    wrt = [engine.input_name] + ([layer] if layer is not None else [])
+    result = engine.vjp(x, engine.one_hot(target, probability), wrt=wrt, rules=rules, probability=probability,
+                        totals=layers)
     score = target_scores(result.scores, target)
     relevance = {name: value * score.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
     attribution = relevance[engine.input_name]
-    gaps = {name: np.abs(r.reshape(len(x), -1).sum(axis=1) - score) for name, r in relevance.items()}
+    gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - score)}
+    gaps.update({name: np.abs(total * score - score) for name, total in result.totals.items()})
     layer_map = relevance[layer].sum(axis=1) if layer is not None else None
     return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "lrp",
                        params={"rules": rules.name}, layer_map=layer_map,

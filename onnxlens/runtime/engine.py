@@ -4,12 +4,14 @@ model, each compiled graph built once and cached, inputs split into memory-sized
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from onnxlens.errors import InputShapeError, quote
-from onnxlens.graph_ops.backward import RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name
+from onnxlens.graph_ops.backward import (
+    RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name, total_name,
+)
 from onnxlens.graph_ops.layers import layer_candidates
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
@@ -26,6 +28,7 @@ class VjpResult:
     scores: np.ndarray  #: the explained tensor (logits by default), one row per input
     grads: dict[str, np.ndarray]  #: wrt tensor → cotangent, one row per input
     tensors: dict[str, np.ndarray]  #: exposed inner tensors, one row per input
+    totals: dict[str, np.ndarray] = field(default_factory=dict)  #: totals tensor → its cotangent's row sums
 
 
 class Engine:
@@ -93,20 +96,22 @@ class Engine:
 
     def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
             rules: RuleSet | None = None, probability: bool = False, output: str | None = None,
-            tensors: Sequence[str] = ()) -> VjpResult:
+            tensors: Sequence[str] = (), totals: Sequence[str] = ()) -> VjpResult:
         """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input);
-        inner ``tensors`` come back from the same run in ``VjpResult.tensors``."""
+        inner ``tensors`` come back from the same run in ``VjpResult.tensors``, and the per-row
+        sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``."""
         x = self.check_input(x)
         wrt = tuple(wrt) if wrt else (self.input_name,)
-        for name in (*wrt, *tensors):
+        totals = tuple(totals)
+        for name in (*wrt, *tensors, *totals):
             self.require_tensor(name)
         exposed = tuple(sorted(set(tensors)))
         spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None,
-                "probability": probability, "output": output, "expose": exposed}
+                "probability": probability, "output": output, "expose": exposed, "totals": totals}
 
         def build():
             return gradient_model(self.graph, self.spec, output=output, probability=probability,
-                                  wrt=wrt, rules=rules, exposed=exposed).vjp.model
+                                  wrt=wrt, rules=rules, exposed=exposed, totals=totals).vjp.model
 
         session = self.cache.get(self.model.sha256, spec, build, self.config)
         score = self.score_name(probability, output)
@@ -114,7 +119,8 @@ class Engine:
         if seed.shape[0] != x.shape[0]:
             raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
         out = self._batched(session, x, {seed_name(score): seed})
-        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed})
+        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
+                         {t: out[total_name(t)] for t in totals})
 
     def layers(self) -> list[tuple[str, tuple]]:
         """Candidate layers for CAM-style methods, in data-flow order (the last is the default)."""
@@ -137,4 +143,4 @@ class Engine:
                 raise InputShapeError(f"the model takes batches of exactly {self._fixed_batch}")
             for name, value in session.run(feeds).items():
                 chunks.setdefault(name, []).append(value)
-        return {name: np.concatenate(parts) for name, parts in chunks.items()}
+        return {name: parts[0] if len(parts) == 1 else np.concatenate(parts) for name, parts in chunks.items()}

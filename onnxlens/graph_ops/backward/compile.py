@@ -37,11 +37,13 @@ def gradient_model(
     wrt: Sequence[str] | None = None,
     rules: RuleSet | None = None,
     exposed: Sequence[str] = (),
+    totals: Sequence[str] = (),
 ) -> GradientModel:
     """The gradient of the score (the logit by default) of ``output`` w.r.t. the image input
     and/or inner tensors ``wrt`` of a prepared model (:func:`prepare_for_differentiation`);
-    ``exposed`` inner tensors are returned by the same run."""
+    ``exposed`` inner tensors are returned by the same run, and for ``totals`` tensors the
+    per-row sums of their cotangents."""
     score = score_tensor(spec, output, probability)
     targets = tuple(wrt) if wrt else (spec.image_input.name,)
-    vjp = append_vjp(expose(model, [score, *exposed]), [score], targets, rules)
+    vjp = append_vjp(expose(model, [score, *exposed]), [score], targets, rules, totals)
     return GradientModel(vjp, score, targets)

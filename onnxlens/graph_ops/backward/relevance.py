@@ -37,9 +37,11 @@ PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1
            "epsilon_gamma_box", "deep_taylor")
 
 
-def stabilize(ctx, z: str, epsilon: float) -> str:
-    """z + ε·sign(z), with sign(0) = +1."""
+def stabilize(ctx, z: str, epsilon: float, nonnegative: bool = False) -> str:
+    """z + ε·sign(z), with sign(0) = +1 (z + ε when z is known to be ≥ 0)."""
     g = ctx.g
+    if nonnegative:
+        return g.op("Add", z, g.const(epsilon))
     return g.op("Add", z, g.op("Where", g.op("GreaterOrEqual", z, g.const(0.0)), g.const(epsilon), g.const(-epsilon)))
 
 
@@ -113,7 +115,9 @@ def _signed_terms(layer, g, xp, xn, ct, w_for_pos, w_for_neg, bias, stabilizer, 
     z = layer.forward(xp, w_for_pos, bias)
     if xn is not None:
         z = g.op("Add", z, layer.forward(xn, w_for_neg, None))
-    s = g.op("Div", ct, stabilize(layer.ctx, z, stabilizer))
+    nonnegative = ((w_for_pos >= 0).all() and (xn is None or (w_for_neg <= 0).all())
+                   and (bias is None or (bias >= 0).all()))  # z⁺ and the α part: no sign to test
+    s = g.op("Div", ct, stabilize(layer.ctx, z, stabilizer, nonnegative))
     if mask is not None:
         s = g.op("Mul", mask, s)
     out = g.op("Mul", xp, layer.adjoint(s, w_for_pos))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import onnx
 from onnx import helper
@@ -25,14 +25,20 @@ def grad_name(tensor: str) -> str:
     return f"{RESERVED_PREFIX}grad__{tensor}"
 
 
+def total_name(tensor: str) -> str:
+    return f"{RESERVED_PREFIX}total__{tensor}"
+
+
 @dataclass(frozen=True)
 class VjpModel:
     """A forward + backward model: feed the original inputs plus one seed per explained output;
-    read the forward outputs plus one cotangent per ``wrt`` tensor."""
+    read the forward outputs plus one cotangent per ``wrt`` tensor and one per-row sum of the
+    cotangent per ``totals`` tensor."""
 
     model: onnx.ModelProto
     seeds: dict[str, str]  #: explained output → seed input name
     grads: dict[str, str]  #: wrt tensor → cotangent output name
+    totals: dict[str, str] = field(default_factory=dict)  #: totals tensor → output of its cotangent's row sums
 
 
 def append_vjp(
@@ -40,8 +46,11 @@ def append_vjp(
     outputs: Sequence[str],
     wrt: Sequence[str],
     rules: RuleSet | None = None,
+    totals: Sequence[str] = (),
 ) -> VjpModel:
-    """Append the vector-Jacobian product of ``outputs`` w.r.t. ``wrt`` to a canonical model.
+    """Append the vector-Jacobian product of ``outputs`` w.r.t. ``wrt`` to a canonical model;
+    for ``totals`` tensors only the sum of each row of the cotangent comes out (N values, not
+    N tensors: what a conservation check needs).
 
     Only the path from ``wrt`` to ``outputs`` is differentiated; integer tensors (shapes,
     indices) are not. Every op on that path needs a rule (``rules`` first, then the default
@@ -53,7 +62,7 @@ def append_vjp(
     infos, elem_types = _tensor_facts(graph)
     constants = constant_arrays(graph)
     shapes = {name: _shape(vi) for name, vi in infos.items()}
-    nodes, active = _differentiated(graph, outputs, wrt, elem_types, infos)
+    nodes, active = _differentiated(graph, outputs, [*wrt, *totals], elem_types, infos)
     rules = rules or RuleSet()
     chosen = _choose_rules(nodes, rules)
     nonnegative = nonnegative_tensors(graph, constants)
@@ -89,18 +98,27 @@ def append_vjp(
             if need:
                 contributions.setdefault(name, []).append(ct)
 
-    grads = {}
-    for t in wrt:
+    grads, row_sums = {}, {}
+    for t in dict.fromkeys([*wrt, *totals]):
         if not contributions.get(t):
             raise InvalidModelError(f"no output depends on tensor {quote(t)}")
-        grads[t] = grad_name(t)
-        g.nodes.append(helper.make_node("Identity", [g.sum(contributions[t])], [grads[t]], name=g.names("grad")))
-        graph.output.append(_value_info(grads[t], infos.get(t), constants.get(t)))
+        ct = g.sum(contributions[t])
+        if t in wrt:
+            grads[t] = grad_name(t)
+            g.nodes.append(helper.make_node("Identity", [ct], [grads[t]], name=g.names("grad")))
+            graph.output.append(_value_info(grads[t], infos.get(t), constants.get(t)))
+        if t in totals:
+            row_sums[t] = total_name(t)
+            rows = g.op("Reshape", ct, g.ints([0, -1], "rows"))
+            g.nodes.append(helper.make_node("ReduceSum", [rows, g.ints([1], "axes")], [row_sums[t]], keepdims=0,
+                                            name=g.names("total")))
+            graph.output.append(helper.make_tensor_value_info(row_sums[t], elem_types.get(t, onnx.TensorProto.FLOAT),
+                                                              [None]))
     for o in outputs:
         graph.input.append(_value_info(seeds[o], infos.get(o), constants.get(o)))
     graph.node.extend(g.nodes)
     graph.initializer.extend(g.initializers)
-    return VjpModel(out, seeds, grads)
+    return VjpModel(out, seeds, grads, row_sums)
 
 
 def backward_coverage(model: onnx.ModelProto, outputs: Sequence[str], wrt: Sequence[str],
