@@ -75,6 +75,15 @@ def _preprocessing(mean: Optional[str], std: Optional[str], channel_order: str, 
     return Preprocessing(_floats(mean), _floats(std), channel_order, value_range)
 
 
+def _open(model: Path, device: str, layout: Optional[str], mean: Optional[str], std: Optional[str],
+          channel_order: str, value_range: str):
+    """The model's Explainer, its image input and the preprocessing the image options ask for."""
+    from onnxlens.methods import Explainer
+
+    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
+    return explainer, explainer.model.spec.image_input, _preprocessing(mean, std, channel_order, value_range)
+
+
 def _parse_params(pairs: list[str]) -> dict[str, str]:
     params = {}
     for pair in pairs:
@@ -116,7 +125,6 @@ def explain(
     import numpy as np
     from rich.progress import track
 
-    from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info
     from onnxlens.methods.explanation import displayable
     from onnxlens.pipelines.images import list_images, load_image
@@ -128,9 +136,7 @@ def explain(
     coerce_params(method_info(method), params)  # fail on a bad name before the model loads
     if not input.is_dir() and out.suffix not in (".npz", ".png"):
         raise OnnxLensError(f"--out must end in .npz or .png, got {str(out)!r}")
-    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
-    spec = explainer.model.spec.image_input
-    prep = _preprocessing(mean, std, channel_order, value_range)
+    explainer, spec, prep = _open(model, device, layout, mean, std, channel_order, value_range)
 
     def write(path: Path, row: np.ndarray, explanation) -> None:
         if path.suffix == ".npz":
@@ -247,7 +253,6 @@ def evaluate(
     from onnxlens.files import write_json
     from onnxlens.evaluation.baselines import BASELINES
     from onnxlens.evaluation.registry import MetricError
-    from onnxlens.methods import Explainer
     from onnxlens.methods.registry import coerce_params, method_info, run_method
 
     if out.suffix.lower() != ".json":
@@ -271,9 +276,8 @@ def evaluate(
             grouped[name] = coerce_params(metric_info(name), values, "metric", MetricError)
         else:
             raise OnnxLensError(f"--param names {name!r}, which is neither a chosen method nor a chosen metric")
-    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
-    spec = explainer.model.spec.image_input
-    x = explainer.engine.check_input(_inputs(input, input_key, spec, _preprocessing(mean, std, channel_order, value_range)))
+    explainer, spec, prep = _open(model, device, layout, mean, std, channel_order, value_range)
+    x = explainer.engine.check_input(_inputs(input, input_key, spec, prep))
     if limit is not None:
         x = x[:limit]
     truth = None
@@ -341,11 +345,9 @@ def tcav(
     """TCAV (Kim et al., 2018): is a concept, given by example images, significant for a class at
     a layer? Prints the TCAV score, the random directions' score and the t-test's p-value."""
     from onnxlens.files import write_json
-    from onnxlens.methods import Explainer
     from onnxlens.methods.tcav import tcav as run_tcav
 
-    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
-    spec, prep = explainer.model.spec.image_input, _preprocessing(mean, std, channel_order, value_range)
+    explainer, spec, prep = _open(model, device, layout, mean, std, channel_order, value_range)
     concept_x = _inputs(concept, None, spec, prep)
     random_sets = [_inputs(r, None, spec, prep) for r in random]
     result = run_tcav(explainer.engine, _inputs(inputs, None, spec, prep), concept_x, random_sets, layer, class_, runs=runs, alpha=alpha, seed=seed)
@@ -382,13 +384,11 @@ def distill(
     from PIL import Image
 
     from onnxlens.files import npz_bytes, write_atomic
-    from onnxlens.methods import Explainer
     from onnxlens.methods.soft_tree import distill as run_distill
     from onnxlens.report.figures import tile_grid
 
-    explainer = Explainer(model, device=device, layout=layout.upper() if layout else None)
-    spec = explainer.model.spec.image_input
-    x = explainer.engine.check_input(_inputs(data, input_key, spec, _preprocessing(mean, std, channel_order, value_range)))
+    explainer, spec, prep = _open(model, device, layout, mean, std, channel_order, value_range)
+    x = explainer.engine.check_input(_inputs(data, input_key, spec, prep))
     tree, report = run_distill(explainer.engine, x, depth, heldout=heldout, temperature=temperature, seed=seed)
     typer.echo(f"soft tree of depth {depth} ({2 ** depth} leaves) on {report['train_inputs']} inputs: fidelity "
                f"{report['fidelity_train']:.3f} on them, {report['fidelity_heldout']:.3f} on {report['heldout_inputs']} held out")

@@ -8,7 +8,9 @@ from scipy.integrate import trapezoid
 
 from onnxlens.errors import quote
 from onnxlens.evaluation.registry import MetricError
-from onnxlens.methods.scoring import blurred, spatial_axes
+from onnxlens.methods import scoring
+from onnxlens.methods.scoring import SUBSTRATES
+
 
 def order_by_saliency(heatmap: np.ndarray, most_relevant_first: bool = True) -> np.ndarray:
     """Pixel indices (flattened H×W) from the most (or least) salient; ties keep raster order."""
@@ -24,26 +26,11 @@ def step_masks(order: np.ndarray, shape: tuple, steps: int) -> np.ndarray:
     return (rank[None, :] < counts[:, None]).reshape(steps + 1, *shape)
 
 
-SUBSTRATES = ("zero", "mean", "black", "white", "blur", "uniform")
-
-
-def substrate(engine, x: np.ndarray, kind: str, seed: int = 0, sigma: float = 5.0) -> np.ndarray:
-    """What removed pixels become: zero (the mean of a normalized input), each image's
-    per-channel mean, its minimum or maximum value (Quantus's ``black`` and ``white``), its
-    blurred copy, or uniform noise over the batch's value range (seeded)."""
-    if kind == "zero":
-        return np.zeros_like(x)
-    if kind in ("black", "white"):
-        axes = tuple(range(1, x.ndim))
-        value = x.min(axis=axes, keepdims=True) if kind == "black" else x.max(axis=axes, keepdims=True)
-        return np.broadcast_to(value, x.shape).astype(np.float32)
-    if kind == "mean":
-        return np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).astype(np.float32)
-    if kind == "blur":
-        return blurred(engine, x, sigma)
-    if kind == "uniform":
-        return np.random.default_rng(seed).uniform(x.min(), x.max(), x.shape).astype(np.float32)
-    raise MetricError(f"unknown substrate {quote(kind)}; choose one of {', '.join(SUBSTRATES)}")
+def substrate(engine, x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
+    """:func:`onnxlens.methods.scoring.substrate`; an unknown kind is a MetricError."""
+    if kind not in SUBSTRATES:
+        raise MetricError(f"unknown substrate {quote(kind)}; choose one of {', '.join(SUBSTRATES)}")
+    return scoring.substrate(engine, x, kind, seed)
 
 
 def normalized_auc(curve: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import blurred, class_score, spatial_axes, spatial_size
+from onnxlens.methods.scoring import class_score, spatial_size, substrate
 
 FILLS = ("blur", "zero", "mean")
 
@@ -67,12 +67,7 @@ def meaningful_perturbation(engine, x, target, *, fill: str = "blur", blur_sigma
                           "non-negative l1, tv and jitter")
     axis = engine.channel_axis
     h, w = spatial_size(engine, x)
-    if fill == "blur":
-        deleted = blurred(engine, x, blur_sigma, kernel=None)
-    elif fill == "zero":
-        deleted = np.zeros_like(x)
-    else:
-        deleted = np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).copy()
+    deleted = substrate(engine, x, fill, sigma=blur_sigma, kernel=None)
     ih, iw = _interpolation(mask_size, h + 2 * jitter), _interpolation(mask_size, w + 2 * jitter)
     rng = np.random.default_rng(seed)
     mask = np.ones((len(x), mask_size, mask_size))

@@ -9,7 +9,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, displayable, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import blurred, class_score, pixel_mask, spatial_axes, spatial_size
+from onnxlens.methods.scoring import class_score, pixel_mask, spatial_size, substrate
 
 
 def _score_kind(probability: bool) -> str:
@@ -96,12 +96,7 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
     if fill not in RISE_FILLS:
         raise MethodError(f"fill must be one of {', '.join(RISE_FILLS)}, got {quote(fill)}")
     size = spatial_size(engine, x)
-    if fill == "zero":
-        background = np.zeros_like(x)
-    elif fill == "mean":
-        background = np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape)
-    else:
-        background = blurred(engine, x)
+    background = substrate(engine, x, fill)
     rng = np.random.default_rng(seed)
     score = _score_kind(probability)
     saliency = np.zeros((len(x), *size))

@@ -71,3 +71,26 @@ def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int | None = 11) 
         sigmas[axis] = sigma
     truncate = (kernel - 1) // 2 / sigma if kernel and sigma > 0 else 4.0
     return ndimage.gaussian_filter(x, sigmas, truncate=truncate).astype(np.float32)
+
+
+SUBSTRATES = ("zero", "mean", "black", "white", "blur", "uniform")
+
+
+def substrate(engine, x: np.ndarray, kind: str, seed: int = 0, sigma: float = 5.0, kernel: int | None = 11) -> np.ndarray:
+    """What removed pixels become: zero (the mean of a normalized input), each image's
+    per-channel mean, its minimum or maximum value (Quantus's ``black`` and ``white``), its
+    blurred copy (:func:`blurred`), or uniform noise over the batch's value range (seeded).
+    Callers check ``kind`` against their own choices; an unknown one is a ValueError."""
+    if kind == "zero":
+        return np.zeros_like(x)
+    if kind in ("black", "white"):
+        axes = tuple(range(1, x.ndim))
+        value = x.min(axis=axes, keepdims=True) if kind == "black" else x.max(axis=axes, keepdims=True)
+        return np.broadcast_to(value, x.shape).astype(np.float32)
+    if kind == "mean":
+        return np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).astype(np.float32)
+    if kind == "blur":
+        return blurred(engine, x, sigma, kernel)
+    if kind == "uniform":
+        return np.random.default_rng(seed).uniform(x.min(), x.max(), x.shape).astype(np.float32)
+    raise ValueError(f"unknown substrate {kind!r}")
