@@ -19,6 +19,10 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# ONNX Runtime's own log lines (coloured, with model-supplied node names) never reach the
+# terminal: every failure reaches the user as one onnxlens error instead.
+_SILENT = 4
+ort.set_default_logger_severity(_SILENT)
 _CUDA = "CUDAExecutionProvider"
 _CPU = "CPUExecutionProvider"
 
@@ -85,7 +89,7 @@ def create_session(model: onnx.ModelProto | bytes, config: SessionConfig | None 
     data = model if isinstance(model, bytes) else model.SerializeToString()
     options = ort.SessionOptions()
     options.graph_optimization_level = OPTIMIZATION_LEVELS[config.optimization]
-    options.log_severity_level = 3
+    options.log_severity_level = _SILENT
     if config.threads is not None:
         options.intra_op_num_threads = config.threads
     fallback = None
