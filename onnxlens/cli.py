@@ -564,6 +564,12 @@ def _print_description(info: dict, console: Console) -> None:
     rows += [("canonicalized", note) for note in info["canonicalization"]]
     rows += [("shape fix", fix) for fix in info["shape_fixes"]]
     rows.append(("verified", info["verification"]))
+    rows.append(("batch", f"{info['batch']['accepted']} ({info['batch']['note']})"))
+    quant = info["quantization"]
+    if quant:
+        ops = ", ".join(f"{op}×{n}" for op, n in quant["ops"].items())
+        rows.append(("quantization", f"{quant['format']}, {'/'.join(quant['types'])}, "
+                                     f"{' and '.join(quant['granularity'])}; ops: {ops}"))
     backward = info["backward"]
     if backward["supported"]:
         rows.append(("backward", "supported (gradient methods available)"))

@@ -44,7 +44,7 @@ def model_randomization(ctx, e, *, mode: str = "cascading", max_layers: int = 0)
     for k, layer in enumerate(layers):
         chosen = [p for lay in layers[: k + 1] for p in lay.parameters] if mode == "cascading" else layer.parameters
         model = randomize(engine.model.model, chosen, seed=ctx.seed + (0 if mode == "cascading" else k))
-        randomized = Engine(replace(engine.model, model=model), engine.config, batch_size=engine.batch_size)
+        randomized = Engine(replace(engine.model, model=model, deployed=None), engine.config, batch_size=engine.batch_size)
         values = _similarities(e.heatmap, explain_again(ctx, e, engine=randomized).heatmap)
         for name, v in values.items():
             steps[name].append(v)

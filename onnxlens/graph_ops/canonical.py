@@ -2,12 +2,13 @@
 
 Canonical form: local functions inlined; every weight an initializer (Constant nodes folded
 in, initializers no longer listed as graph inputs); the default-domain opset at least
-:data:`CANONICAL_OPSET`, with the ops whose signature changed rewritten; IR version within
-what ONNX Runtime loads; fresh shape inference.
+:data:`CANONICAL_OPSET`, with the ops whose signature changed rewritten; QOperator int8 nodes
+in QDQ form; IR version within what ONNX Runtime loads; fresh shape inference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -21,6 +22,7 @@ from onnxlens.errors import (
     UnsupportedOpsetError,
     quote,
 )
+from onnxlens.graph_ops.qoperator import qoperator_to_qdq
 from onnxlens.graph_ops.opset_upgrade import CANONICAL_OPSET, UpgradeContext, upgrade_graph
 from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes
 
@@ -41,6 +43,7 @@ class CanonicalModel:
     model: onnx.ModelProto
     original_opset: int
     notes: tuple[str, ...]
+    qoperator_rewritten: int = 0  #: QOperator nodes rewritten to QDQ form
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -81,8 +84,16 @@ def validate_model(model: onnx.ModelProto, label: str = "model") -> None:
         raise InvalidModelError(f"{label} fails the ONNX checker: {_first_line(exc)}") from None
 
 
-def canonicalize(model: onnx.ModelProto) -> CanonicalModel:
-    """Bring a validated model to canonical form (see the module docstring)."""
+#: Runs a model and returns the rank of each named tensor (what ONNX shape inference left
+#: unknown); supplied by the runtime layer, which can run models.
+RankProbe = Callable[[onnx.ModelProto, Sequence[str]], dict[str, int]]
+
+
+def canonicalize(model: onnx.ModelProto, rewrite_qoperator: bool = True,
+                 probe_ranks: RankProbe | None = None) -> CanonicalModel:
+    """Bring a validated model to canonical form (see the module docstring); QOperator nodes
+    stay as they are when ``rewrite_qoperator`` is false. An opset upgrade that needs the rank
+    of a tensor shape inference cannot type asks ``probe_ranks`` to measure it."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     notes: list[str] = []
@@ -100,13 +111,17 @@ def canonicalize(model: onnx.ModelProto) -> CanonicalModel:
         del graph.input[:]
         graph.input.extend(kept_inputs)
 
+    negative = _symbolic_negative_dims(graph)
+    if negative:
+        notes.append(f"declared {negative} negative input/output dimension(s) symbolic")
+
     folded = _constants_to_initializers(graph)
     if folded:
         notes.append(f"moved {folded} Constant node(s) into initializers")
 
     opset = default_opset(out)
     if opset < CANONICAL_OPSET:
-        ctx = UpgradeContext(out, opset, _ranks(out))
+        ctx = UpgradeContext(out, opset, _ranks(out, probe_ranks))
         counts: dict[str, int] = {}
         upgrade_graph(graph, ctx, counts)
         graph.initializer.extend(ctx.new_initializers)
@@ -115,6 +130,14 @@ def canonicalize(model: onnx.ModelProto) -> CanonicalModel:
                 entry.version = CANONICAL_OPSET
         rewritten = ", ".join(f"{op}×{n}" for op, n in sorted(counts.items()))
         notes.append(f"opset {opset} → {CANONICAL_OPSET}" + (f" (rewrote {rewritten})" if rewritten else ""))
+
+    rewritten = 0
+    if rewrite_qoperator:
+        out, rewritten = qoperator_to_qdq(out)
+        graph = out.graph
+        if rewritten:
+            notes.append(f"rewrote {rewritten} QOperator node(s) to QDQ form (DequantizeLinear → float op → "
+                         "QuantizeLinear)")
 
     ir = min(max(out.ir_version, _MIN_CANONICAL_IR), MAX_IR_VERSION)
     if ir != out.ir_version:
@@ -132,7 +155,20 @@ def canonicalize(model: onnx.ModelProto) -> CanonicalModel:
         raise CanonicalizationError(
             f"the model is not valid after rewriting it to opset {default_opset(out)}: {_first_line(exc)}"
         ) from None
-    return CanonicalModel(model=out, original_opset=opset, notes=tuple(notes))
+    return CanonicalModel(model=out, original_opset=opset, notes=tuple(notes), qoperator_rewritten=rewritten)
+
+
+def _symbolic_negative_dims(graph: onnx.GraphProto) -> int:
+    """Exporters (paddle2onnx) write a dynamic dimension as dim_value -1; make each such dim of
+    the graph's inputs and outputs symbolic (``N`` on axis 0, ``dK`` on axis K)."""
+    count = 0
+    for vi in (*graph.input, *graph.output):
+        for axis, dim in enumerate(vi.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and dim.dim_value < 0:
+                dim.Clear()
+                dim.dim_param = "N" if axis == 0 else f"d{axis}"
+                count += 1
+    return count
 
 
 def _constants_to_initializers(graph: onnx.GraphProto) -> int:
@@ -150,17 +186,23 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> int:
     return moved
 
 
-def _ranks(model: onnx.ModelProto) -> dict[str, int]:
+def _ranks(model: onnx.ModelProto, probe: RankProbe | None = None) -> dict[str, int]:
+    """Tensor ranks from ONNX shape inference, and from ``probe`` (running the model) for typed
+    tensors whose shape inference could not follow (e.g. a Reshape to a computed shape)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception:
         inferred = model
     g = inferred.graph
-    ranks = {}
+    ranks, unknown = {}, []
     for vi in (*g.input, *g.value_info, *g.output):
         if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
             ranks[vi.name] = len(vi.type.tensor_type.shape.dim)
+        elif vi.type.tensor_type.elem_type:
+            unknown.append(vi.name)
     ranks.update({t.name: len(t.dims) for t in g.initializer})
+    if unknown and probe is not None:
+        ranks.update(probe(inferred, unknown))
     return ranks
 
 

@@ -68,12 +68,24 @@ def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, in
     return out, len(folded)
 
 
+def batch_multiple(dim: str, batch: int) -> int | None:
+    """The size of a symbolic dim at batch size ``batch``: ``N`` is the batch, ``256*N`` a
+    multiple of it; any other symbol (a size that changes otherwise) is unknown."""
+    factor, _, name = dim.rpartition("*")
+    if "?" in name:
+        return None
+    return int(factor) * batch if factor.isdigit() else batch
+
+
 def _evaluate(node, known, shapes, batch):
     if node.op_type == "Shape":
         shape = shapes.get(node.input[0])
         if shape is None or any(d is None for d in shape):
             return None
-        dims = np.array([batch if isinstance(d, str) else d for d in shape], dtype=np.int64)
+        sizes = [batch_multiple(d, batch) if isinstance(d, str) else d for d in shape]
+        if any(d is None for d in sizes):
+            return None
+        dims = np.array(sizes, dtype=np.int64)
         start, end = 0, len(dims)
         for attr in node.attribute:
             start = attr.i if attr.name == "start" else start

@@ -21,8 +21,9 @@ _LAYOUT_NEUTRAL = {
     "Add", "Sub", "Mul", "Div", "Cast", "Identity", "Clip", "Relu", "Neg", "Abs",
     "Reshape", "Unsqueeze", "Squeeze", "Pad", "Resize", "BatchNormalization",
 }
-# Shape-only ops that may sit between a trailing activation and the graph output.
-_SHAPE_ONLY = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze"}
+# Shape-only ops, casts, and the quantize/dequantize pair of an int8 graph, that may sit between a
+# trailing activation and the graph output.
+_SHAPE_ONLY = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear"}
 _FLOAT_ELEM_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                      onnx.TensorProto.BFLOAT16}
 

@@ -143,6 +143,30 @@ def fuse_matmul_add(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, len(drop)
 
 
+def fold_dequantized_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+    """Replace every DequantizeLinear of constant inputs (an int8 graph's weights and biases)
+    by its float value, (q − zero_point) · scale as ONNX defines it, so rules that need
+    constant weights (relevance, DeepLIFT) see the dequantized ones; returns (model, count)."""
+    out, graph, consts, _, _, _, inits = _rewrite_facts(model)
+    drop = set()
+    for index, node in enumerate(graph.node):
+        inputs = [i for i in node.input if i]
+        if (node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx")
+                or not all(i in consts for i in inputs) or node_attr(node, "block_size", 0)):
+            continue
+        q, scale = consts[inputs[0]], consts[inputs[1]]
+        zero = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros((), q.dtype)
+        if scale.size > 1:
+            axis = node_attr(node, "axis", 1) % q.ndim
+            shape = [-1 if i == axis else 1 for i in range(q.ndim)]
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        value = (q.astype(np.int32) - zero.astype(np.int32)).astype(scale.dtype) * scale
+        _set_initializer(graph, inits, node.output[0], value.astype(scale.dtype))
+        drop.add(index)
+    _drop_nodes(graph, drop)
+    return out, len(drop)
+
+
 def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """Remove Identity and (inference) Dropout nodes, wiring consumers to their input; one
     whose output is a graph output stays (as Identity). Returns (model, removed count)."""

@@ -84,10 +84,14 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     info = method_info(name)
     params = coerce_params(info, params)
     x = engine.check_input(x)
+    engine = engine.for_input(x)
     start = time.perf_counter()
     target = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, target, **params)
     explanation.timings.setdefault("total", time.perf_counter() - start)
+    deviation = engine.twin_deviation(x)
+    if deviation is not None:
+        explanation.diagnostics["float32_twin_deviation"] = deviation
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
 

@@ -33,7 +33,7 @@ class DropoutEngine(Engine):
     def __init__(self, base: Engine, before: tuple[str, ...] = (), rate: float | None = None, seed: int = 0):
         super().__init__(base.model, base.config, CompiledGraphCache(), base.batch_size)
         model, self.sites = with_dropout(base.model.model, tuple(before), rate)
-        self.graph = prepare_for_differentiation(model)
+        self.graph = self.forward_graph = prepare_for_differentiation(model)
         self.rng = np.random.default_rng(seed)
 
     def _batched(self, session, x, per_row):

@@ -3,6 +3,7 @@ model, each compiled graph built once and cached, inputs split into memory-sized
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from onnxlens.graph_ops.layers import layer_candidates
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.runtime.cache import CompiledGraphCache
-from onnxlens.runtime.model_import import ImportedModel
+from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, specialize
 from onnxlens.runtime.session import Session, SessionConfig
 
 #: Rows per session run are chosen so that one batch of inputs holds about this many floats.
@@ -35,19 +36,52 @@ class Engine:
     """``forward`` and ``vjp`` over one model; compiled graphs are shared through ``cache``."""
 
     def __init__(self, model: ImportedModel, config: SessionConfig | None = None,
-                 cache: CompiledGraphCache | None = None, batch_size: int | None = None):
+                 cache: CompiledGraphCache | None = None, batch_size: int | None = None, key: str | None = None):
         self.model = model
         self.spec = model.spec
         #: the graph every run uses: BatchNorm folded, no-op nodes dropped
         self.graph = prepare_for_differentiation(model.model)
+        #: the graph forward passes run: a half-precision model as deployed (``graph`` is then
+        #: its float32 twin), else ``graph``
+        self.forward_graph = self.graph if model.deployed is None else prepare_for_differentiation(model.deployed)
         self.config = config or SessionConfig()
         self.cache = cache or CompiledGraphCache()
+        #: what compiled graphs of this engine are cached under (the model's hash, and the
+        #: input size of an engine specialized to one)
+        self.key = key or model.sha256
         image = self.spec.image_input
         self.row_shape = tuple(image.shape[1:])
-        fixed = image.shape[0] if isinstance(image.shape[0], int) else None
-        per_row = int(np.prod([d if isinstance(d, int) else 224 for d in self.row_shape]))
+        fixed = model.batch_rows
+        per_row = int(np.prod([d for d in self.probe_row_shape]))
         self.batch_size = fixed or batch_size or max(1, min(64, BATCH_BUDGET_FLOATS // per_row))
         self._fixed_batch = fixed
+        self._requested_batch = batch_size
+        self._specialized: dict[tuple, Engine] = {}
+        self._specialize_lock = threading.Lock()
+
+    @property
+    def probe_row_shape(self) -> tuple[int, ...]:
+        """One input row's shape, symbolic image dims at the size the model was probed at."""
+        height, width = self.model.probe_size
+        symbolic = [i for i, d in enumerate(self.row_shape) if not isinstance(d, int)]
+        return tuple(d if isinstance(d, int) else width if i == symbolic[-1] else height
+                     for i, d in enumerate(self.row_shape))
+
+    def for_input(self, x: np.ndarray) -> Engine:
+        """This engine, or — when the model's image size is symbolic — an engine over the
+        model specialized to the size of ``x`` (a batch), built once per size and sharing the
+        cache: backward rules and layer search need every tensor's shape."""
+        if not has_symbolic_spatial(self.model):
+            return self
+        return self._for_row_shape(tuple(int(d) for d in x.shape[1:]))
+
+    def _for_row_shape(self, row_shape: tuple[int, ...]) -> Engine:
+        with self._specialize_lock:
+            if row_shape not in self._specialized:
+                self._specialized[row_shape] = Engine(
+                    specialize(self.model, row_shape), self.config, self.cache, self._requested_batch,
+                    key=f"{self.model.sha256}@{'x'.join(map(str, row_shape))}")
+            return self._specialized[row_shape]
 
     @property
     def input_name(self) -> str:
@@ -90,9 +124,30 @@ class Engine:
         trailing activation) and the inner ``tensors`` asked for."""
         x = self.check_input(x)
         names = tuple(sorted(set(tensors) | {self.score_name()}))
-        session = self.cache.get(self.model.sha256, {"kind": "forward", "expose": names},
-                                 lambda: expose(self.graph, names), self.config)
-        return self._batched(session, x, {})
+        session = self.cache.get(self.key, {"kind": "forward", "expose": names, "deployed": self.is_twin},
+                                 lambda: expose(self.forward_graph, names), self.config)
+        if not self.is_twin:
+            return self._batched(session, x, {})
+        out = self._batched(session, x.astype(self.spec.image_input.dtype, copy=False), {})
+        return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
+
+    @property
+    def is_twin(self) -> bool:
+        """Whether backward runs on a float32 twin of a half-precision deployed graph."""
+        return self.forward_graph is not self.graph
+
+    def twin_deviation(self, x: np.ndarray) -> np.ndarray | None:
+        """Per row: the largest |float32 twin − deployed| over the model's outputs, relative to
+        the row's largest |deployed output|; None unless this engine explains a twin."""
+        if not self.is_twin:
+            return None
+        x = self.check_input(x)
+        deployed = self.forward(x)
+        twin = self._batched(self.cache.get(self.key, {"kind": "twin"}, lambda: self.graph, self.config), x, {})
+        gaps = [np.abs(twin[o.name] - deployed[o.name]).reshape(len(x), -1).max(axis=1)
+                / np.maximum(np.abs(deployed[o.name]).reshape(len(x), -1).max(axis=1), 1e-12)
+                for o in self.spec.outputs]
+        return np.max(gaps, axis=0)
 
     def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
             rules: RuleSet | None = None, probability: bool = False, output: str | None = None,
@@ -101,6 +156,9 @@ class Engine:
         inner ``tensors`` come back from the same run in ``VjpResult.tensors``, and the per-row
         sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``."""
         x = self.check_input(x)
+        if has_symbolic_spatial(self.model):
+            return self.for_input(x).vjp(x, seed, wrt=wrt, rules=rules, probability=probability, output=output,
+                                         tensors=tensors, totals=totals)
         wrt = tuple(wrt) if wrt else (self.input_name,)
         totals = tuple(totals)
         for name in (*wrt, *tensors, *totals):
@@ -113,7 +171,7 @@ class Engine:
             return gradient_model(self.graph, self.spec, output=output, probability=probability,
                                   wrt=wrt, rules=rules, exposed=exposed, totals=totals).vjp.model
 
-        session = self.cache.get(self.model.sha256, spec, build, self.config)
+        session = self.cache.get(self.key, spec, build, self.config)
         score = self.score_name(probability, output)
         seed = np.asarray(seed, dtype=np.float32)
         if seed.shape[0] != x.shape[0]:
@@ -123,7 +181,10 @@ class Engine:
                          {t: out[total_name(t)] for t in totals})
 
     def layers(self) -> list[tuple[str, tuple]]:
-        """Candidate layers for CAM-style methods, in data-flow order (the last is the default)."""
+        """Candidate layers for CAM-style methods, in data-flow order (the last is the default);
+        on a model with a symbolic image size, with the shapes at the probe size."""
+        if has_symbolic_spatial(self.model):
+            return self._for_row_shape(self.probe_row_shape).layers()
         return layer_candidates(self.graph, self.spec.image_input.name, self.score_name())
 
     def require_tensor(self, name: str) -> None:
@@ -135,12 +196,17 @@ class Engine:
                               "(onnxlens inspect MODEL --layers lists them all)")
 
     def _batched(self, session: Session, x: np.ndarray, per_row: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run ``x`` (and the per-row feeds) in chunks of ``batch_size`` rows; a model that
+        takes exactly k rows gets its last chunk padded with copies of its last row, and the
+        padded rows' results are dropped."""
         chunks: dict[str, list[np.ndarray]] = {}
         for start in range(0, x.shape[0], self.batch_size):
             stop = start + self.batch_size
             feeds = {self.input_name: x[start:stop], **{k: v[start:stop] for k, v in per_row.items()}}
-            if self._fixed_batch and feeds[self.input_name].shape[0] < self._fixed_batch:
-                raise InputShapeError(f"the model takes batches of exactly {self._fixed_batch}")
+            rows = len(feeds[self.input_name])
+            if self._fixed_batch and rows < self._fixed_batch:
+                feeds = {k: np.concatenate([v, np.repeat(v[-1:], self._fixed_batch - rows, axis=0)])
+                         for k, v in feeds.items()}
             for name, value in session.run(feeds).items():
-                chunks.setdefault(name, []).append(value)
+                chunks.setdefault(name, []).append(value[:rows] if self._fixed_batch else value)
         return {name: parts[0] if len(parts) == 1 else np.concatenate(parts) for name, parts in chunks.items()}

@@ -4,7 +4,7 @@ canonical form computes what the original does and to measure every tensor's rea
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import onnx
@@ -18,13 +18,16 @@ from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.fold_constants import fold_shape_computations
 from onnxlens.graph_ops.load import LoadedModel, load_model
 from onnxlens.graph_ops.model_spec import ModelSpec, model_spec
+from onnxlens.graph_ops.precision import float32_twin, half_precision
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.graph_ops.summary import summarize_graph
 from onnxlens.runtime.session import SessionConfig, create_session
 
-#: Spatial size used to run a model whose input height/width are symbolic.
-PROBE_SPATIAL = 224
+#: Image sizes (height, width) a model with a symbolic image size is run at when imported, the
+#: first it accepts: classifiers (224²), text-line recognizers (48×320, as PP-OCR), detectors (640²).
+PROBE_SIZES = ((224, 224), (48, 320), (640, 640))
 _PROBE_CONFIG = SessionConfig(device="cpu", optimization="basic")
+_DEPLOYED_CONFIG = SessionConfig(device="cpu")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,17 @@ class ImportedModel:
     shape_fixes: tuple[str, ...] = ()
     verification: str = ""
     measured_shapes: dict[str, tuple] = field(default_factory=dict, repr=False)
+    #: the only batch size the graph runs at when its input declares a symbolic batch that it
+    #: does not honour (a batch baked into Reshape constants), else None
+    fixed_batch: int | None = None
+    batch_note: str = ""  #: which batch sizes the graph accepts, and why
+    #: a half-precision model as deployed (canonical, shapes measured): ``model`` is then its
+    #: float32 twin, which gradients and relevance run on; forward passes run this one
+    deployed: onnx.ModelProto | None = field(default=None, repr=False)
+    precision: str = "float32"  #: the deployed model's compute precision
+    #: largest |twin − deployed| over the outputs on the probe input, relative to the largest |output|
+    twin_deviation: float | None = None
+    probe_size: tuple[int, int] = PROBE_SIZES[0]  #: (height, width) given to symbolic image dims when probing
 
     @property
     def original(self) -> onnx.ModelProto:
@@ -73,8 +87,20 @@ class ImportedModel:
             "canonicalization": list(self.canonical_notes),
             "shape_fixes": list(self.shape_fixes),
             "verification": self.verification,
+            "batch": {"accepted": self.accepted_batch(), "note": self.batch_note},
+            "precision": {"deployed": self.precision, "explained": "float32",
+                          "twin_deviation": self.twin_deviation},
             "backward": self.backward_support(),
         }
+
+    @property
+    def batch_rows(self) -> int | None:
+        """The number of rows every session run must feed (None: any)."""
+        declared = self.spec.image_input.shape[0]
+        return declared if isinstance(declared, int) else self.fixed_batch
+
+    def accepted_batch(self) -> str:
+        return "any" if self.batch_rows is None else str(self.batch_rows)
 
     def backward_support(self) -> dict:
         """Whether the default score of the first output differentiates w.r.t. the image
@@ -102,24 +128,99 @@ def import_model(
     loaded = load_model(source, max_bytes=max_bytes, base_dir=base_dir)
     label = quote(loaded.path.name) if loaded.path else "the model"
     validate_model(loaded.model, label)
-    canonical = canonicalize(loaded.model)
-    spec = model_spec(canonical.model, layout)
-    model, shapes, fixes, verification = _verify_and_measure(loaded.model, canonical.model, spec)
-    return ImportedModel(
+    canonical = canonicalize(loaded.model, probe_ranks=_probe_ranks)
+    # ONNX Runtime fuses a QDQ form back into its integer kernels only at full optimization:
+    # a rewritten QOperator graph is compared with the file there, as the deployed model runs.
+    compare = _DEPLOYED_CONFIG if canonical.qoperator_rewritten else _PROBE_CONFIG
+    try:
+        measured = _verify_and_measure(loaded.model, canonical.model, model_spec(canonical.model, layout), compare)
+    except CanonicalizationError as exc:
+        if not canonical.qoperator_rewritten:
+            raise
+        kept = canonicalize(loaded.model, rewrite_qoperator=False, probe_ranks=_probe_ranks)
+        canonical = replace(kept, notes=kept.notes + (f"QOperator nodes kept as they are: {exc}",))
+        measured = _verify_and_measure(loaded.model, canonical.model, model_spec(canonical.model, layout))
+    imported = ImportedModel(
         loaded=loaded,
-        model=model,
-        spec=model_spec(model, layout),
+        model=measured.model,
+        spec=model_spec(measured.model, layout),
         original_opset=canonical.original_opset,
         canonical_notes=canonical.notes,
-        shape_fixes=fixes,
-        verification=verification,
-        measured_shapes=shapes,
+        shape_fixes=measured.fixes,
+        verification=measured.verification,
+        measured_shapes=measured.shapes,
+        fixed_batch=measured.fixed_batch,
+        batch_note=measured.batch_note,
+        probe_size=measured.probe_size,
     )
+    precision = half_precision(imported.model)
+    return with_float32_twin(imported, precision) if precision else imported
 
 
-def probe_feeds(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+def with_float32_twin(imported: ImportedModel, precision: str) -> ImportedModel:
+    """A half-precision model with its float32 twin as the model to explain, and how far the
+    twin's outputs lie from the deployed model's on the probe input."""
+    twin = float32_twin(imported.model)
+    feeds = probe_feeds(imported.model, imported.batch_rows or 1, imported.probe_size)
+    deployed = create_session(imported.model, _DEPLOYED_CONFIG).run(feeds)
+    raised = create_session(twin, _DEPLOYED_CONFIG).run({k: v.astype(np.float32) if v.dtype.kind == "f" else v
+                                                          for k, v in feeds.items()})
+    deviation = max(_relative_deviation(raised[name], value) for name, value in deployed.items())
+    return replace(imported, model=twin, deployed=imported.model, precision=precision, twin_deviation=deviation,
+                   verification=imported.verification + f"; float32 twin within {deviation:.2g} (relative) of the "
+                   f"deployed {precision} outputs")
+
+
+def _relative_deviation(twin: np.ndarray, deployed: np.ndarray) -> float:
+    deployed = deployed.astype(np.float64)
+    return float(np.max(np.abs(twin - deployed), initial=0.0) / max(np.max(np.abs(deployed), initial=0.0), 1e-12))
+
+
+def _probe_ranks(model: onnx.ModelProto, tensors) -> dict[str, int]:
+    """The ranks of ``tensors`` measured by running the model once on a probe input ({} when
+    it does not run: the upgrade then names the tensor whose rank it needed)."""
+    try:
+        out, _ = _run_at_probe_size(create_session(expose(model, tensors), _PROBE_CONFIG), model, 1)
+    except OnnxLensError:
+        return {}
+    return {name: out[name].ndim for name in tensors}
+
+
+def has_symbolic_spatial(imported: ImportedModel) -> bool:
+    """Whether the image input's non-batch axes are symbolic (a dynamic image size)."""
+    return any(not isinstance(d, int) for d in imported.spec.image_input.shape[1:])
+
+
+def specialize(imported: ImportedModel, row_shape: tuple[int, ...]) -> ImportedModel:
+    """The model with its image input's non-batch axes fixed to ``row_shape`` (one input
+    row's shape), every tensor's shape measured at that size and shape arithmetic folded:
+    what the backward compiler and layer search need on a graph with a dynamic image size."""
+    image = imported.spec.image_input
+    model = onnx.ModelProto()
+    model.CopyFrom(imported.model)
+    vi = next(v for v in model.graph.input if v.name == image.name)
+    for dim, size in zip(vi.type.tensor_type.shape.dim[1:], row_shape):
+        dim.Clear()
+        dim.dim_value = int(size)
+    del model.graph.value_info[:]
+    try:
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # advisory, as at import: shapes are measured by running
+        pass
+    layout = image.layout
+    measured = _verify_and_measure(imported.model, model, model_spec(model, layout))
+    size = "×".join(map(str, row_shape))
+    return replace(imported, model=measured.model, spec=model_spec(measured.model, layout),
+                   shape_fixes=measured.fixes, verification=f"specialized to rows of {size}: {measured.verification}",
+                   measured_shapes=measured.shapes, fixed_batch=measured.fixed_batch, batch_note=measured.batch_note,
+                   probe_size=measured.probe_size)
+
+
+def probe_feeds(model: onnx.ModelProto, batch: int, size: tuple[int, int] = PROBE_SIZES[0],
+                seed: int = 0) -> dict[str, np.ndarray]:
     """Inputs to run a model once: seeded uniform [0, 1) floats, zeros for other types;
-    symbolic dims become ``batch`` on axis 0 and :data:`PROBE_SPATIAL` elsewhere."""
+    symbolic dims become ``batch`` on axis 0, the last symbolic one the width ``size[1]`` and
+    any other the height ``size[0]``."""
     rng = np.random.default_rng(seed)
     weights = {t.name for t in model.graph.initializer}
     feeds = {}
@@ -127,15 +228,43 @@ def probe_feeds(model: onnx.ModelProto, batch: int, seed: int = 0) -> dict[str, 
         if vi.name in weights:
             continue
         tt = vi.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else PROBE_SPATIAL)
-                for i, d in enumerate(tt.shape.dim)]
+        symbolic = [i for i, d in enumerate(tt.shape.dim) if i > 0 and not d.HasField("dim_value")]
+        dims = [d.dim_value if d.HasField("dim_value") else
+                batch if i == 0 else size[1] if i == symbolic[-1] else size[0] for i, d in enumerate(tt.shape.dim)]
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         feeds[vi.name] = (rng.random(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
                           else np.zeros(dims, dtype))
     return feeds
 
 
-def _verify_and_measure(original, canonical, spec: ModelSpec):
+@dataclass(frozen=True)
+class _Measured:
+    model: onnx.ModelProto
+    shapes: dict[str, tuple]
+    fixes: tuple[str, ...]
+    verification: str
+    fixed_batch: int | None
+    batch_note: str
+    probe_size: tuple[int, int]
+
+
+def _run_at_probe_size(session, model: onnx.ModelProto, batch: int):
+    """(outputs, size): the session run on probe feeds at the first of :data:`PROBE_SIZES` the
+    model accepts (only the first where no input has a symbolic non-batch dim)."""
+    symbolic = any(not d.HasField("dim_value") for vi in model.graph.input for d in vi.type.tensor_type.shape.dim[1:])
+    sizes = PROBE_SIZES if symbolic else PROBE_SIZES[:1]
+    for size in sizes:
+        try:
+            return session.run(probe_feeds(model, batch, size)), size
+        except RuntimeFailure:
+            if size == sizes[-1]:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _verify_and_measure(original, canonical, spec: ModelSpec, compare: SessionConfig = _PROBE_CONFIG) -> _Measured:
+    """Run the canonical form on probe inputs: check it against the file's outputs (both run
+    under ``compare``) and measure every tensor's shape."""
     inner = [vi.name for vi in canonical.graph.value_info if vi.type.tensor_type.elem_type]
     probed = expose(canonical, inner)
     try:
@@ -145,33 +274,54 @@ def _verify_and_measure(original, canonical, spec: ModelSpec):
         raise CanonicalizationError(f"ONNX Runtime loads the model but not its canonical form: {exc}") from None
     batch_dim = spec.image_input.shape[0]
     batch = batch_dim if isinstance(batch_dim, int) else 1
-    feeds = probe_feeds(canonical, batch)
-    runs = [session.run(feeds)]
-    verification = _compare_with_original(original, canonical, feeds, runs[0])
+    first, size = _run_at_probe_size(session, canonical, batch)
+    feeds, runs = probe_feeds(canonical, batch, size), [first]
+    canonical_out = runs[0] if compare == _PROBE_CONFIG else create_session(canonical, compare).run(feeds)
+    verification = _compare_with_original(original, canonical, feeds, canonical_out, compare)
+    fixed_batch, batch_note = None, "the input declares batch size " + str(batch_dim)
     if not isinstance(batch_dim, int):
-        runs.append(session.run(probe_feeds(canonical, 2)))
+        try:
+            runs.append(session.run(probe_feeds(canonical, 2, size)))
+            batch_note = "the graph runs at batch sizes 1 and 2"
+        except RuntimeFailure as exc:
+            fixed_batch = 1
+            batch_note = (f"the input declares a symbolic batch, but the graph fails at batch 2, so rows are "
+                          f"fed one at a time: {exc}")
     batch_name = batch_dim if isinstance(batch_dim, str) else "N"
-    shapes = {}
-    for name, value in runs[0].items():
-        dims = list(value.shape)
-        if len(runs) > 1:
-            dims = [batch_name if d != d2 else d for d, d2 in zip(value.shape, runs[1][name].shape)]
-        shapes[name] = tuple(dims)
+    shapes = {name: _batch_dims(value.shape, runs[1][name].shape if len(runs) > 1 else None, batch_name)
+              for name, value in runs[0].items()}
     if any(isinstance(d, str) for d in spec.image_input.spatial):
-        return canonical, shapes, (), verification + "; spatial size is symbolic, shapes not recorded"
+        return _Measured(canonical, shapes, (), verification + "; image size is symbolic: shapes are measured "
+                         "per input size when a method needs them", fixed_batch, batch_note, size)
     model, fixes = record_shapes(canonical, shapes)
     model, folded = fold_shape_computations(model)
     if folded:
-        _compare_with_original(original, model, feeds, create_session(model, _PROBE_CONFIG).run(feeds))
+        _compare_with_original(original, model, feeds, create_session(model, compare).run(feeds), compare)
         verification += f"; {folded} shape computation node(s) folded into constants"
-    return model, shapes, fixes, verification
+    return _Measured(model, shapes, fixes, verification, fixed_batch, batch_note, size)
 
 
-def _compare_with_original(original, canonical, feeds, canonical_out) -> str:
+def _batch_dims(at_1: tuple, at_2: tuple | None, batch_name: str) -> tuple:
+    """A tensor's shape from runs at batch 1 and 2: a dim that doubles is the batch (``N``) or
+    a multiple of it (``256*N``: a patch unfold folds patches into the batch axis)."""
+    if at_2 is None:
+        return tuple(at_1)
+    dims = []
+    for d1, d2 in zip(at_1, at_2):
+        if d1 == d2:
+            dims.append(d1)
+        elif d2 == 2 * d1:
+            dims.append(batch_name if d1 == 1 else f"{d1}*{batch_name}")
+        else:
+            dims.append(f"{batch_name}?{d1}")
+    return tuple(dims)
+
+
+def _compare_with_original(original, canonical, feeds, canonical_out, config: SessionConfig) -> str:
     if original.SerializeToString() == canonical.SerializeToString():
         return "canonical form identical to the file"
     try:
-        reference = create_session(original, _PROBE_CONFIG).run(feeds)
+        reference = create_session(original, config).run(feeds)
     except OnnxLensError as exc:
         return f"original not runnable in ONNX Runtime ({exc}); canonical form runs"
     for name, ref in reference.items():

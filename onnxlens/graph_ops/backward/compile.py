@@ -12,7 +12,9 @@ from onnxlens.graph_ops.backward.overrides import RuleSet
 from onnxlens.graph_ops.backward.traversal import VjpModel, append_vjp
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.model_spec import ModelSpec
-from onnxlens.graph_ops.simplify import drop_noops, fold_batchnorm, fuse_matmul_add, score_tensor
+from onnxlens.graph_ops.simplify import (
+    drop_noops, fold_batchnorm, fold_dequantized_constants, fuse_matmul_add, score_tensor,
+)
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,10 @@ def gradient_model(
     """The gradient of the score (the logit by default) of ``output`` w.r.t. the image input
     and/or inner tensors ``wrt`` of a prepared model (:func:`prepare_for_differentiation`);
     ``exposed`` inner tensors are returned by the same run, and for ``totals`` tensors the
-    per-row sums of their cotangents."""
+    per-row sums of their cotangents. Dequantized constants of an int8 graph are folded into
+    float weights first (forward-only runs keep the graph as deployed)."""
     score = score_tensor(spec, output, probability)
     targets = tuple(wrt) if wrt else (spec.image_input.name,)
+    model = fold_dequantized_constants(model)[0]
     vjp = append_vjp(expose(model, [score, *exposed]), [score], targets, rules, totals)
     return GradientModel(vjp, score, targets)

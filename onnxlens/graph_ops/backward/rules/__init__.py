@@ -6,6 +6,7 @@ from onnxlens.graph_ops.backward.rules import (  # noqa: F401
     linear,
     normalization,
     pooling,
+    quantize,
     reduce,
     resize,
     shape,

@@ -1,0 +1,193 @@
+"""int8 models: QDQ graphs differentiate with the clipped straight-through estimator (torch's
+fake-quantize backward), QOperator graphs are rewritten to QDQ and still compute what the
+deployed file does, and every method runs on the shipped models quantized by ONNX Runtime."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from builders import make_model, vi
+from conftest import MODELS
+from onnxlens import Explainer, import_model
+from onnxlens.graph_ops.summary import quantization_summary
+
+SHAPES = MODELS / "shapes_cnn.onnx"
+
+
+def _ste_model(elem, scale, zero, axis=None):
+    """x → QuantizeLinear → DequantizeLinear → Mul(w) → ReduceSum: y = Σ w · fq(x), whose
+    straight-through gradient is w where x quantizes inside the integer range, else 0."""
+    attrs = {} if axis is None else {"axis": axis}
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="quantize", **attrs),
+        helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"], name="dequantize", **attrs),
+        helper.make_node("Mul", ["d", "w"], ["m"], name="weigh"),
+        helper.make_node("ReduceSum", ["m", "axes"], ["y"], name="total", keepdims=0),
+    ]
+    w = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    zero = np.asarray(zero, dtype=helper.tensor_dtype_to_np_dtype(elem))
+    weights = [("s", np.asarray(scale, np.float32)), ("z", zero), ("w", w),
+               ("axes", np.array([2, 3], np.int64))]
+    return make_model(nodes, [vi("x", ["N", 2, 3, 3])], [vi("y", ["N", 2])], weights), w
+
+
+@pytest.mark.parametrize("elem, scale, zero, axis", [
+    (TensorProto.INT8, 0.05, 3, None),
+    (TensorProto.UINT8, 0.02, 128, None),
+    (TensorProto.INT8, [0.03, 0.07], [0, -5], 1),
+    (TensorProto.UINT8, [0.01, 0.04], [10, 200], 1),
+], ids=["int8-tensor", "uint8-tensor", "int8-channel", "uint8-channel"])
+def test_quantize_dequantize_pass_the_clipped_straight_through_gradient(elem, scale, zero, axis, save):
+    model, w = _ste_model(elem, scale, zero, axis)
+    x = np.random.default_rng(1).uniform(-10, 10, (3, 2, 3, 3)).astype(np.float32)
+    e = Explainer(save(model), device="cpu").explain(x, "gradient", target=[0, 1, 1])
+    low, high = (-128, 127) if elem == TensorProto.INT8 else (0, 255)
+    s = np.asarray(scale, np.float32).reshape(-1, 1, 1)
+    z = np.asarray(zero, np.float32).reshape(-1, 1, 1)
+    level = np.round(x / s) + z
+    inside = (level >= low) & (level <= high)
+    want = np.zeros_like(x)
+    for row, k in enumerate([0, 1, 1]):
+        want[row, k] = w[0, k] * inside[row, k]
+    assert 0 < inside.mean() < 1  # both sides of the clip are exercised
+    np.testing.assert_array_equal(e.attribution == 0, want == 0)
+    np.testing.assert_allclose(e.attribution, want, rtol=1e-6)  # (ct / scale) · scale: one rounding
+
+
+@pytest.fixture(scope="module")
+def shapes_int8(tmp_path_factory):
+    """models/shapes_cnn.onnx quantized by ONNX Runtime (after its pre-processing), calibrated on
+    16 test images: QDQ per-tensor, QDQ per-channel, and QOperator."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    folder = tmp_path_factory.mktemp("int8")
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:16].astype(np.float32)
+
+    class Rows(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter([{"image": x[i:i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.rows, None)
+
+    quant_pre_process(str(SHAPES), str(folder / "pre.onnx"))
+    paths = {}
+    for name, fmt, per_channel in (("qdq", QuantFormat.QDQ, False), ("qdq_per_channel", QuantFormat.QDQ, True),
+                                   ("qoperator", QuantFormat.QOperator, False)):
+        paths[name] = folder / f"{name}.onnx"
+        quantize_static(str(folder / "pre.onnx"), str(paths[name]), Rows(), quant_format=fmt,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return paths
+
+
+@pytest.mark.parametrize("form", ["qdq", "qdq_per_channel", "qoperator"])
+def test_quantized_shapes_model_explains_with_every_family(form, shapes_int8):
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:6].astype(np.float32)
+    reference = Explainer(SHAPES, device="cpu").explain(x, "gradient")
+    explainer = Explainer(shapes_int8[form], device="cpu")
+    for method in ("gradient", "gradcam", "lrp", "occlusion"):
+        e = explainer.explain(x, method)
+        assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0, method
+        assert (e.target == reference.target).all(), method
+    gradient = explainer.explain(x, "gradient").attribution
+    agreement = np.corrcoef(gradient.ravel(), reference.attribution.ravel())[0, 1]
+    assert agreement > 0.8  # int8 changes the gradient, not what it looks at
+
+
+def test_qoperator_graph_is_rewritten_to_qdq_and_computes_the_deployed_outputs(shapes_int8):
+    imported = import_model(shapes_int8["qoperator"])
+    assert any("QOperator node(s) to QDQ form" in note for note in imported.canonical_notes)
+    ops = {n.op_type for n in imported.model.graph.node}
+    assert not any(op.startswith("QLinear") or op == "QGemm" for op in ops) and "Conv" in ops
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:60].astype(np.float32)
+    deployed = ort.InferenceSession(str(shapes_int8["qoperator"]), providers=["CPUExecutionProvider"])
+    rewritten = ort.InferenceSession(imported.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    # ONNX Runtime fuses the QDQ form back into the same integer kernels: identical outputs
+    np.testing.assert_array_equal(rewritten.run(None, {"image": x})[0], deployed.run(None, {"image": x})[0])
+
+
+def test_qdq_and_qoperator_forms_of_one_quantization_give_one_gradient(shapes_int8):
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:4].astype(np.float32)
+    qdq = Explainer(shapes_int8["qdq"], device="cpu").explain(x, "gradient").attribution
+    qop = Explainer(shapes_int8["qoperator"], device="cpu").explain(x, "gradient").attribution
+    np.testing.assert_allclose(qop, qdq, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("form, fmt, granularity", [
+    ("qdq", "QDQ", ["per-tensor"]), ("qdq_per_channel", "QDQ", ["per-channel", "per-tensor"]),
+    ("qoperator", "QOperator", ["per-tensor"]),
+])
+def test_inspect_reports_the_quantization(form, fmt, granularity, shapes_int8, cli):
+    result = cli("inspect", shapes_int8[form], "--json")
+    assert result.returncode == 0, result.stderr
+    quant = json.loads(result.stdout)["quantization"]
+    assert quant["format"] == fmt and quant["granularity"] == granularity
+    assert {"int8", "uint8"} <= set(quant["types"]) and "Conv" in "".join(quant["ops"])
+    assert "quantization" in cli("inspect", shapes_int8[form]).stdout
+    assert quantization_summary(onnx.load(SHAPES)) is None
+
+
+def _qat_net(torch, per_channel: bool):
+    """A small CNN prepared for quantization-aware training (FakeQuantize modules, ``convert``
+    not applied), calibrated, observers off; weights snapped to their int8 grid so torch and
+    ONNX round them alike (torch multiplies by 1/scale, ONNX divides by scale)."""
+    import torch.ao.quantization as tq
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.quant, self.dequant = tq.QuantStub(), tq.DeQuantStub()
+            self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2),
+                                      nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            return self.dequant(self.fc(self.body(self.quant(x))))
+
+    if per_channel:  # int8 activations with a zero point, per-channel symmetric weights
+        activation = tq.FakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=-128,
+                                               quant_max=127, dtype=torch.qint8, qscheme=torch.per_tensor_affine)
+        weight = tq.FakeQuantize.with_args(observer=tq.MovingAveragePerChannelMinMaxObserver, quant_min=-128,
+                                           quant_max=127, dtype=torch.qint8, qscheme=torch.per_channel_symmetric,
+                                           ch_axis=0)
+    else:  # uint8 activations, per-tensor symmetric weights
+        activation = tq.FakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=0,
+                                               quant_max=255, dtype=torch.quint8)
+        weight = tq.FakeQuantize.with_args(observer=tq.MovingAverageMinMaxObserver, quant_min=-128,
+                                           quant_max=127, dtype=torch.qint8, qscheme=torch.per_tensor_symmetric)
+    torch.manual_seed(0)
+    net = Net().train()
+    net.qconfig = tq.QConfig(activation=activation, weight=weight)
+    tq.prepare_qat(net, inplace=True)
+    with torch.no_grad():
+        for _ in range(4):
+            net(torch.rand(8, 3, 12, 12))
+    net.apply(tq.disable_observer)
+    with torch.no_grad():
+        for layer in (net.body[0], net.body[2], net.fc):
+            layer.weight.copy_(layer.weight_fake_quant(layer.weight))
+    return net.eval()
+
+
+@pytest.mark.parametrize("per_channel", [False, True], ids=["per-tensor", "per-channel"])
+def test_gradient_matches_torch_through_the_same_fake_quantize_ops(per_channel, tmp_path):
+    torch = pytest.importorskip("torch")
+    net = _qat_net(torch, per_channel)
+    path = tmp_path / "qat.onnx"
+    torch.onnx.export(net, (torch.rand(1, 3, 12, 12),), str(path), dynamo=False, opset_version=17,
+                      input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(path).graph.node}
+    x = np.random.default_rng(0).random((3, 3, 12, 12), dtype=np.float32) * 1.3  # past the calibrated range
+    target = [0, 1, 2]
+    e = Explainer(path, device="cpu").explain(x, "gradient", target=target)
+    xt = torch.from_numpy(x).requires_grad_()
+    net(xt)[[0, 1, 2], target].sum().backward()
+    want = xt.grad.numpy()
+    assert (want == 0).mean() > 0.05  # the input quantizer saturates: the clip is exercised
+    assert np.linalg.norm(e.attribution - want) / np.linalg.norm(want) <= 1e-4
