@@ -178,6 +178,8 @@ def explain(
     if len(batch) > 1 and out.suffix == ".png":
         raise OnnxLensError("a .png overlay shows one input; use .npz for a batch")
     explanation = explainer.explain(batch, method, target, **params)
+    for line in explanation.warnings:
+        typer.echo(f"onnxlens: warning: {_safe(line)}", err=True)
     write(out, batch[0], explanation)
     typer.echo(f"{method}: class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")
 

@@ -191,3 +191,40 @@ def test_gradient_matches_torch_through_the_same_fake_quantize_ops(per_channel, 
     want = xt.grad.numpy()
     assert (want == 0).mean() > 0.05  # the input quantizer saturates: the clip is exercised
     assert np.linalg.norm(e.attribution - want) / np.linalg.norm(want) <= 1e-4
+
+
+def _saturating_classifier():
+    """x → Gemm (3 logits) → QuantizeLinear → DequantizeLinear: an output quantizer calibrated
+    on logits far smaller than the ones it now sees (scale 1e-3: ±0.13), as an int8 face
+    classifier calibrated on background crops."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((3, 12)).astype(np.float32) * 5
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "w"], ["logits_float"], name="fc", transB=1),
+        helper.make_node("QuantizeLinear", ["logits_float", "s", "z"], ["logits_q"], name="out_quantize"),
+        helper.make_node("DequantizeLinear", ["logits_q", "s", "z"], ["logits"], name="out_dequantize"),
+    ]
+    weights = [("w", w), ("s", np.array(1e-3, np.float32)), ("z", np.array(0, np.int8))]
+    return make_model(nodes, [vi("x", ["N", 3, 2, 2])], [vi("logits", ["N", 3])], weights), w
+
+
+def test_a_saturated_quantizer_is_named_and_the_unclipped_estimator_is_offered(save, cli):
+    model, w = _saturating_classifier()
+    path = save(model)
+    x = np.ones((1, 3, 2, 2), np.float32)
+    explainer = Explainer(path, device="cpu")
+    clipped = explainer.explain(x, "gradient", target=0)
+    assert not clipped.attribution.any()
+    assert len(clipped.warnings) == 1 and "'logits_float'" in clipped.warnings[0] and "ste=identity" in clipped.warnings[0]
+    unclipped = explainer.explain(x, "gradient", target=0, ste="identity")
+    np.testing.assert_allclose(unclipped.attribution.reshape(-1), w[0], rtol=1e-6)
+    assert not unclipped.warnings and unclipped.params["ste"] == "identity"
+    np.save(path.parent / "x.npy", x)
+    result = cli("explain", path, "--input", path.parent / "x.npy", "--method", "gradient", "--target", "0",
+                 "--out", path.parent / "e.npz")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("onnxlens: warning:") == 1 and "logits_float" in result.stderr
+    bad = cli("explain", path, "--input", path.parent / "x.npy", "--method", "gradient", "--param", "ste=round",
+              "--out", path.parent / "e.npz")
+    assert bad.returncode == 1 and "ste must be one of clipped, identity" in bad.stderr

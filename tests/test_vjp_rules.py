@@ -145,6 +145,12 @@ def test_unary(op):
     check(single(op, x.shape, 3, **UNARY[op]), x)
 
 
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu(approximate):
+    x = away_from_zero(2, 3, 4) * 3
+    check(single("Gelu", x.shape, 3, opset=20, approximate=approximate), x)
+
+
 @pytest.mark.parametrize("op", ["Log", "Sqrt", "Reciprocal"])
 def test_positive_domain_unary(op):
     check(single(op, (2, 5), 2), RNG.uniform(0.5, 2.0, (2, 5)).astype(np.float32))
@@ -209,7 +215,8 @@ def test_global_pools(op):
     check(single(op, x.shape, 4), x)
 
 
-@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin"])
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceL1",
+                                "ReduceSumSquare"])
 @pytest.mark.parametrize("axes, keepdims", [([2, 3], 1), ([1], 0), (None, 0)], ids=str)
 def test_reductions(op, axes, keepdims):
     x = RNG.permutation(2 * 3 * 4 * 5).reshape(2, 3, 4, 5).astype(np.float32) / 10
@@ -270,7 +277,8 @@ def test_slice(starts, ends, axes, steps):
     check(single("Slice", (2, 3, 4, 6), 4, extra=["st", "en", "ax", "sp"], weights=weights), W(2, 3, 4, 6))
 
 
-@pytest.mark.parametrize("indices, axis", [(np.array([2, 0, 2]), 1), (np.array(1), 2), (np.array([-1, 0]), 0)], ids=str)
+@pytest.mark.parametrize("indices, axis", [(np.array([2, 0, 2]), 1), (np.array(1), 2), (np.array([-1, 0]), 0),
+                                           (np.array([[0, 3], [3, 1], [2, 2]]), 1)], ids=str)
 def test_gather(indices, axis):
     shape = (3, 4, 5)
     rank = 3 + indices.ndim - 1

@@ -24,6 +24,8 @@ _LAYOUT_NEUTRAL = {
 # Shape-only ops, casts, and the quantize/dequantize pair of an int8 graph, that may sit between a
 # trailing activation and the graph output.
 _SHAPE_ONLY = {"Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast", "QuantizeLinear", "DequantizeLinear"}
+#: Ops that pass their input through at inference (dropped before differentiation).
+_NO_OPS = {"Identity", "Dropout"}
 _FLOAT_ELEM_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE,
                      onnx.TensorProto.BFLOAT16}
 
@@ -195,5 +197,8 @@ def _output_spec(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> OutputSpec:
     while node is not None and node.op_type in _SHAPE_ONLY:
         node = producers.get(node.input[0])
     if node is not None and node.op_type in TRAILING_ACTIVATIONS and node.domain in ("", "ai.onnx"):
-        return OutputSpec(base.name, base.dtype, base.shape, node.op_type, node.input[0])
+        logits = node.input[0]
+        while (producer := producers.get(logits)) is not None and producer.op_type in _NO_OPS:
+            logits = producer.input[0]  # the name that survives dropping no-op nodes
+        return OutputSpec(base.name, base.dtype, base.shape, node.op_type, logits)
     return OutputSpec(base.name, base.dtype, base.shape)

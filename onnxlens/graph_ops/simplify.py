@@ -190,6 +190,9 @@ def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
+    infos = [vi for vi in graph.value_info if vi.name not in rename]
+    del graph.value_info[:]
+    graph.value_info.extend(infos)
     return out, removed
 
 

@@ -43,6 +43,7 @@ class Explanation:
     layer_map: np.ndarray | None = None
     timings: dict = field(default_factory=dict)  #: seconds per phase
     diagnostics: dict = field(default_factory=dict)  #: e.g. Integrated Gradients' completeness gap
+    warnings: list = field(default_factory=list)  #: one line each: a result to read with care, and why
 
     def save_npz(self, path: str | Path) -> None:
         """attribution, heatmap, target, score, layer_map (if any) and, as ``diagnostics/NAME``,

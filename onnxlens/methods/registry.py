@@ -26,6 +26,10 @@ class MethodInfo:
 
 
 METHODS: dict[str, MethodInfo] = {}
+#: Parameters every method takes besides its own: ``ste``, how an int8 graph's QuantizeLinear
+#: differentiates (``clipped``: the straight-through estimator of quantization-aware
+#: training; ``identity``: unclipped).
+COMMON_PARAMS = {"ste": "clipped"}
 
 
 def method(name: str):
@@ -51,14 +55,15 @@ def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type
     """Check parameter names and turn command-line strings into the defaults' types (``info``:
     anything with ``name`` and ``defaults``, e.g. a metric's)."""
     error = error or MethodError
-    unknown = sorted(set(raw) - set(info.defaults))
+    defaults = {**info.defaults, **(COMMON_PARAMS if kind == "method" else {})}
+    unknown = sorted(set(raw) - set(defaults))
     if unknown:
-        accepted = ", ".join(sorted(info.defaults)) or "none"
+        accepted = ", ".join(sorted(defaults)) or "none"
         raise error(f"{kind} {quote(info.name)} has no parameter {', '.join(map(quote, unknown))}; "
                     f"its parameters: {accepted}")
     out = {}
     for key, value in raw.items():
-        default = info.defaults[key]
+        default = defaults[key]
         if not isinstance(value, str) or isinstance(default, str) or default is None:
             out[key] = value
             continue
@@ -80,11 +85,13 @@ def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type
 
 
 def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Explanation:
-    """Explain ``x`` (a batch) with method ``name``; ``target`` defaults to the arg-max class."""
+    """Explain ``x`` (a batch) with method ``name``; ``target`` defaults to the arg-max class;
+    ``params`` are the method's own and :data:`COMMON_PARAMS`."""
     info = method_info(name)
     params = coerce_params(info, params)
+    ste = params.pop("ste", COMMON_PARAMS["ste"])
     x = engine.check_input(x)
-    engine = engine.for_input(x)
+    engine = engine.for_input(x).with_ste(ste)
     start = time.perf_counter()
     target = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, target, **params)
@@ -92,8 +99,28 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     deviation = engine.twin_deviation(x)
     if deviation is not None:
         explanation.diagnostics["float32_twin_deviation"] = deviation
+    if ste == "clipped":
+        explanation.warnings += saturation_warnings(engine, x, explanation)
+    if ste != "clipped":
+        explanation.params["ste"] = ste
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
+
+
+def saturation_warnings(engine, x: np.ndarray, explanation: Explanation) -> list[str]:
+    """A line for each quantizer that saturates every value of a row whose attribution is
+    exactly zero: the clipped straight-through estimator passes nothing back through it."""
+    zero = ~explanation.attribution.reshape(len(x), -1).any(axis=1)
+    if not zero.any():
+        return []
+    lines = []
+    for tensor, share in engine.saturated_quantizers(x[zero]).items():
+        full = int((share == 1).sum())
+        if full:
+            lines.append(f"the quantizer of tensor {quote(tensor)} saturates every value for {full} of "
+                         f"{len(x)} input(s), whose attribution is then exactly zero; --param ste=identity "
+                         "differentiates through it with the unclipped straight-through estimator")
+    return lines
 
 
 def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:

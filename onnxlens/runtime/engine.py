@@ -3,6 +3,7 @@ model, each compiled graph built once and cached, inputs split into memory-sized
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,13 +14,16 @@ from onnxlens.errors import InputShapeError, quote
 from onnxlens.graph_ops.backward import (
     RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name, total_name,
 )
+from onnxlens.graph_ops.backward.rules.quantize import unclipped
 from onnxlens.graph_ops.layers import layer_candidates
+from onnxlens.graph_ops.quantization import quantizers
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.runtime.cache import CompiledGraphCache
 from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, specialize
 from onnxlens.runtime.session import Session, SessionConfig
 
+STE_MODES = ("clipped", "identity")
 #: Rows per session run are chosen so that one batch of inputs holds about this many floats.
 BATCH_BUDGET_FLOATS = 1 << 23
 
@@ -58,6 +62,20 @@ class Engine:
         self._requested_batch = batch_size
         self._specialized: dict[tuple, Engine] = {}
         self._specialize_lock = threading.Lock()
+        #: how QuantizeLinear differentiates: "clipped" (the straight-through estimator of
+        #: quantization-aware training) or "identity" (unclipped)
+        self.ste = "clipped"
+
+    def with_ste(self, ste: str) -> Engine:
+        """This engine with QuantizeLinear differentiated by the ``ste`` estimator (sharing
+        the compiled-graph cache)."""
+        if ste not in STE_MODES:
+            raise InputShapeError(f"ste must be one of {', '.join(STE_MODES)}, got {quote(ste)}")
+        if ste == self.ste:
+            return self
+        other = copy.copy(self)
+        other.ste, other._specialized, other._specialize_lock = ste, {}, threading.Lock()
+        return other
 
     @property
     def probe_row_shape(self) -> tuple[int, ...]:
@@ -78,9 +96,9 @@ class Engine:
     def _for_row_shape(self, row_shape: tuple[int, ...]) -> Engine:
         with self._specialize_lock:
             if row_shape not in self._specialized:
-                self._specialized[row_shape] = Engine(
-                    specialize(self.model, row_shape), self.config, self.cache, self._requested_batch,
-                    key=f"{self.model.sha256}@{'x'.join(map(str, row_shape))}")
+                engine = Engine(specialize(self.model, row_shape), self.config, self.cache, self._requested_batch,
+                                key=f"{self.model.sha256}@{'x'.join(map(str, row_shape))}")
+                self._specialized[row_shape] = engine.with_ste(self.ste)
             return self._specialized[row_shape]
 
     @property
@@ -160,6 +178,7 @@ class Engine:
             return self.for_input(x).vjp(x, seed, wrt=wrt, rules=rules, probability=probability, output=output,
                                          tensors=tensors, totals=totals)
         wrt = tuple(wrt) if wrt else (self.input_name,)
+        rules = unclipped(rules) if self.ste == "identity" else rules
         totals = tuple(totals)
         for name in (*wrt, *tensors, *totals):
             self.require_tensor(name)
@@ -180,12 +199,21 @@ class Engine:
         return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
                          {t: out[total_name(t)] for t in totals})
 
+    def saturated_quantizers(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Quantized tensor → per row of ``x``, the share of its values that its QuantizeLinear
+        saturates (those pass no gradient under the clipped estimator)."""
+        found = quantizers(self.forward_graph)
+        if not found:
+            return {}
+        values = self.forward(x, [q.tensor for q in found])
+        return {q.tensor: q.saturated(values[q.tensor]) for q in found}
+
     def layers(self) -> list[tuple[str, tuple]]:
         """Candidate layers for CAM-style methods, in data-flow order (the last is the default);
         on a model with a symbolic image size, with the shapes at the probe size."""
         if has_symbolic_spatial(self.model):
             return self._for_row_shape(self.probe_row_shape).layers()
-        return layer_candidates(self.graph, self.spec.image_input.name, self.score_name())
+        return layer_candidates(self.graph, self.spec.image_input.name, self.score_name(), self.model.fixed_batch)
 
     def require_tensor(self, name: str) -> None:
         """An error naming the candidates when ``name`` is not a tensor of the graph."""

@@ -187,6 +187,14 @@ def _differentiated(graph, outputs, wrt, elem_types, infos):
     active = depends & needed
     for o in outputs:
         if o not in active:
+            cuts = [n for n in graph.node if n.op_type not in ("Shape", "Size") and any(i in depends for i in n.input)
+                    and any(out in needed and out not in depends for out in n.output)]
+            if cuts:  # the path exists, through integer tensors (dynamic quantization, indices)
+                names = ", ".join(f"{n.op_type} node {quote(n.name)}" for n in cuts[:3])
+                raise UnsupportedOperatorError(
+                    f"output {quote(o)} depends on {', '.join(map(quote, wrt))} only through integer tensors "
+                    f"({names}); forward-only methods (occlusion, RISE, LIME) still apply",
+                    missing=tuple(sorted({n.op_type for n in cuts})))
             raise InvalidModelError(f"output {quote(o)} does not depend on {', '.join(map(quote, wrt))}")
     nodes = [n for n in graph.node if any(o in active for o in n.output) and any(i in active for i in n.input)]
     return nodes, active

@@ -4,6 +4,8 @@ strictly inside its bounds; HardSigmoid/HardSwish as torch's hardsigmoid/hardswi
 
 from __future__ import annotations
 
+import math
+
 from onnxlens.graph_ops.backward.registry import vjp_rule
 
 
@@ -70,6 +72,26 @@ def sigmoid(ctx):
 def tanh(ctx):
     g, y = ctx.g, ctx.outputs[0]
     return [g.op("Mul", ctx.ct, g.op("Sub", g.const(1.0), g.op("Mul", y, y)))]
+
+
+@vjp_rule("Gelu")
+def gelu(ctx):
+    """GELU (opset 20; Hendrycks & Gimpel, 2016, arXiv:1606.08415): x·Φ(x), or its tanh
+    approximation 0.5·x·(1 + tanh(u)), u = √(2/π)(x + 0.044715x³)."""
+    g, x = ctx.g, ctx.inputs[0]
+    if ctx.attr("approximate", "none") == "tanh":
+        c = math.sqrt(2 / math.pi)
+        x2 = g.op("Mul", x, x)
+        u = g.op("Mul", g.const(c), g.op("Add", x, g.op("Mul", g.const(0.044715), g.op("Mul", x2, x))))
+        t = g.op("Tanh", u)
+        du = g.op("Mul", g.const(c), g.op("Add", g.const(1.0), g.op("Mul", g.const(3 * 0.044715), x2)))
+        sech2 = g.op("Sub", g.const(1.0), g.op("Mul", t, t))
+        slope = g.op("Mul", g.const(0.5), g.op("Add", g.op("Add", g.const(1.0), t), g.op("Mul", g.op("Mul", x, sech2), du)))
+    else:  # Φ(x) + x·φ(x)
+        cdf = g.op("Mul", g.const(0.5), g.op("Add", g.const(1.0), g.op("Erf", g.op("Mul", x, g.const(1 / math.sqrt(2))))))
+        pdf = g.op("Mul", g.const(1 / math.sqrt(2 * math.pi)), g.op("Exp", g.op("Mul", g.const(-0.5), g.op("Mul", x, x))))
+        slope = g.op("Add", cdf, g.op("Mul", x, pdf))
+    return [g.op("Mul", ctx.ct, slope)]
 
 
 @vjp_rule("Softplus")

@@ -6,24 +6,17 @@ saturates — torch's ``fake_quantize_per_tensor_affine`` / ``…_per_channel_af
 
 The quantized tensor carries a float cotangent in integer units: DequantizeLinear multiplies
 it by the scale, QuantizeLinear divides by it and applies the range mask, so a pair passes
-``ct · mask``.
+``ct · mask``. :func:`unclipped` swaps in the unclipped estimator (the mask dropped), for a
+quantizer that saturates on the path to the target and so passes nothing back.
 """
 
 from __future__ import annotations
 
 import onnx
 
+from onnxlens.graph_ops.backward.overrides import RuleSet, by_op
 from onnxlens.graph_ops.backward.registry import vjp_rule
-
-#: integer range of each quantized element type
-INTEGER_RANGES = {
-    onnx.TensorProto.INT8: (-128, 127),
-    onnx.TensorProto.UINT8: (0, 255),
-    onnx.TensorProto.INT16: (-32768, 32767),
-    onnx.TensorProto.UINT16: (0, 65535),
-    onnx.TensorProto.INT4: (-8, 7),
-    onnx.TensorProto.UINT4: (0, 15),
-}
+from onnxlens.graph_ops.quantization import INTEGER_RANGES
 
 
 def _along_axis(ctx, param: str, data: str) -> str:
@@ -69,3 +62,14 @@ def quantize_linear(ctx):
     inside = g.op("And", g.op("GreaterOrEqual", level, g.const(low, "qmin")),
                   g.op("LessOrEqual", level, g.const(high, "qmax")))
     return [g.keep_where(ct, inside), None, None]
+
+
+def quantize_linear_unclipped(ctx):
+    """The unclipped straight-through estimator: ct / scale everywhere."""
+    return [ctx.g.op("Div", ctx.ct, _along_axis(ctx, ctx.inputs[1], ctx.inputs[0])), None, None]
+
+
+def unclipped(rules: RuleSet | None) -> RuleSet:
+    """``rules`` (default: none) with QuantizeLinear differentiated by the unclipped estimator."""
+    base = rules or RuleSet(name="default")
+    return RuleSet(base.entries + ((by_op("QuantizeLinear"), quantize_linear_unclipped),), f"{base.name}+unclipped_ste")

@@ -43,3 +43,25 @@ def reduce_extreme(ctx):
     hit = g.op("Cast", g.op("Equal", x, _kept(ctx, ctx.outputs[0], axes)), to=1)
     ties = g.op("ReduceSum", hit, g.ints(axes, "axes"), keepdims=1) if axes else hit
     return [g.op("Mul", g.op("Div", hit, ties), _kept(ctx, ctx.ct, axes)), None]
+
+
+@vjp_rule("ReduceL2")
+def reduce_l2(ctx):
+    """d‖x‖/dx = x / ‖x‖, and 0 where the norm is 0 (as torch's vector_norm backward)."""
+    g, x = ctx.g, ctx.inputs[0]
+    axes = _axes(ctx)
+    norm = _kept(ctx, ctx.outputs[0], axes)
+    safe = g.op("Max", norm, g.const(np.finfo(np.float32).tiny, "tiny"))
+    return [g.op("Mul", g.op("Div", x, safe), _kept(ctx, ctx.ct, axes)), None]
+
+
+@vjp_rule("ReduceL1")
+def reduce_l1(ctx):
+    g, axes = ctx.g, _axes(ctx)
+    return [g.op("Mul", g.op("Sign", ctx.inputs[0]), _kept(ctx, ctx.ct, axes)), None]
+
+
+@vjp_rule("ReduceSumSquare")
+def reduce_sum_square(ctx):
+    g, axes = ctx.g, _axes(ctx)
+    return [g.op("Mul", g.op("Mul", ctx.inputs[0], g.const(2.0)), _kept(ctx, ctx.ct, axes)), None]

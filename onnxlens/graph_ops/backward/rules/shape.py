@@ -80,6 +80,10 @@ def slice_(ctx):
     return [ct] + [None] * (len(ctx.inputs) - 1)
 
 
+#: entries of the dense selection matrix a Gather adjoint may build
+_MAX_SELECTION = 1 << 24
+
+
 @vjp_rule("Gather")
 def gather(ctx):
     g, x = ctx.g, ctx.inputs[0]
@@ -87,13 +91,15 @@ def gather(ctx):
     rank = len(shape)
     axis = ctx.attr("axis", 0) % rank
     indices = ctx.require_const(1, "indices")
-    if indices.ndim > 1:
-        ctx.unsupported("indices of rank > 1 are not supported")
     size = int(shape[axis])
     ct = ctx.ct
     if indices.ndim == 0:
         ct = g.op("Unsqueeze", ct, g.ints([axis], "axes"))
-    picked = np.atleast_1d(indices).astype(np.int64) % size
+    elif indices.ndim > 1:  # the indices' axes merged into one (as_strided's decomposition)
+        if indices.size * size > _MAX_SELECTION:
+            ctx.unsupported(f"{indices.size} indices into an axis of {size} exceed the dense adjoint's limit")
+        ct = g.reshape(ct, (*shape[:axis], indices.size, *shape[axis + 1:]))
+    picked = indices.reshape(-1).astype(np.int64) % size
     return [g.along_axis(ct, _selection_matrix(picked, size), axis, rank), None]
 
 

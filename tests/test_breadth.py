@@ -1,0 +1,95 @@
+"""Breadth: timm architectures (random weights, BatchNorm statistics from a random batch, small
+inputs) through both torch exporters. inspect's backward verdict must agree with explain, the
+gradient must be as close to torch's float64 gradient as torch's own float32 one is (the
+networks' conditioning sets the floor), and Grad-CAM and LRP run. A few run by default; the
+whole grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``: about 15 minutes on 2 cores."""
+
+import os
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+
+from onnxlens import Explainer  # noqa: E402
+
+ARCHITECTURES = [
+    "resnet18", "efficientnet_b0", "mobilenetv3_small_050", "mobilenetv4_conv_small", "regnetx_002", "densenet121",
+    "cspdarknet53", "hrnet_w18_small", "ghostnet_050", "rexnet_100", "res2net50_14w_8s", "dpn68", "tresnet_m",
+    "convnext_atto", "convnextv2_atto", "edgenext_xx_small", "poolformer_s12", "mobilevit_xxs",
+    "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224", "levit_128s",
+]
+EXPORTERS = ["torchscript", "dynamo"]
+#: run in CI: a patch unfold (MobileViT), GRN's ReduceL2 (ConvNeXt-V2), the dynamo exporter
+QUICK = {("mobilevit_xxs", "torchscript"), ("convnextv2_atto", "torchscript"), ("convnext_atto", "dynamo")}
+#: (architecture, exporter) → why it is known not to pass yet
+KNOWN = {
+    ("cspdarknet53", "torchscript"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
+    ("cspdarknet53", "dynamo"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
+}
+
+
+def _cases():
+    for arch in ARCHITECTURES:
+        for exporter in EXPORTERS:
+            marks = [] if (arch, exporter) in QUICK else [
+                pytest.mark.breadth, pytest.mark.skipif(not os.environ.get("ONNXLENS_BREADTH"),
+                                                        reason="the full grid runs where ONNXLENS_BREADTH=1")]
+            if (arch, exporter) in KNOWN:
+                marks.append(pytest.mark.xfail(reason=KNOWN[(arch, exporter)], strict=True))
+            yield pytest.param(arch, exporter, marks=marks, id=f"{arch}-{exporter}")
+
+
+def _network(arch):
+    torch.manual_seed(0)
+    net = timm.create_model(arch, num_classes=5, pretrained=False)
+    cfg = net.pretrained_cfg or {}
+    size = cfg["input_size"][-1] if cfg.get("fixed_input_size") else 64
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.momentum = 1.0
+    with torch.no_grad():
+        net.train()(torch.rand(4, 3, size, size))
+    return net.eval(), size
+
+
+def _export(net, size, exporter, path):
+    x = torch.rand(1, 3, size, size)
+    if exporter == "torchscript":
+        torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}})
+        return
+    try:
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"], verbose=False,
+                          dynamic_shapes={"x": {0: torch.export.Dim("n", min=1, max=64)}})
+    except Exception:  # torch.export specializes the batch of some models (ConvNeXt): a fixed batch of 1
+        torch.onnx.export(net, (x,), str(path), dynamo=True, input_names=["x"], verbose=False)
+
+
+def _torch_gradient(net, x, target, dtype):
+    xt = torch.from_numpy(x).to(dtype).requires_grad_()
+    net.to(dtype)(xt)[np.arange(len(x)), target].sum().backward()
+    net.float()
+    return xt.grad.double().numpy()
+
+
+def _rel(a, b):
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.mark.parametrize("arch, exporter", list(_cases()))
+def test_architecture(arch, exporter, tmp_path):
+    net, size = _network(arch)
+    path = tmp_path / "model.onnx"
+    _export(net, size, exporter, path)
+    explainer = Explainer(path, device="cpu")
+    assert explainer.model.backward_support()["supported"]
+    x = np.random.default_rng(0).random((2, 3, size, size), dtype=np.float32)
+    target = np.array([1, 3])
+    e = explainer.explain(x, "gradient", target=target)
+    reference = _torch_gradient(net, x, target, torch.float64)
+    floor = _rel(_torch_gradient(net, x, target, torch.float32), reference)
+    assert _rel(e.attribution, reference) <= max(1e-4, 10 * floor)
+    for method in ("gradcam", "lrp"):
+        assert np.isfinite(explainer.explain(x, method).heatmap).all(), method
