@@ -34,3 +34,31 @@ def save(tmp_path):
         return path
 
     return _save
+
+
+@pytest.fixture(scope="session")
+def shapes_int8(tmp_path_factory):
+    """models/shapes_cnn.onnx quantized by ONNX Runtime (after its pre-processing), calibrated on
+    16 test images: QDQ per-tensor, QDQ per-channel, and QOperator."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    folder = tmp_path_factory.mktemp("int8")
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:16].astype(np.float32)
+
+    class Rows(CalibrationDataReader):
+        def __init__(self):
+            self.rows = iter([{"image": x[i:i + 1]} for i in range(len(x))])
+
+        def get_next(self):
+            return next(self.rows, None)
+
+    quant_pre_process(str(MODELS / "shapes_cnn.onnx"), str(folder / "pre.onnx"))
+    paths = {}
+    for name, fmt, per_channel in (("qdq", QuantFormat.QDQ, False), ("qdq_per_channel", QuantFormat.QDQ, True),
+                                   ("qoperator", QuantFormat.QOperator, False)):
+        paths[name] = folder / f"{name}.onnx"
+        quantize_static(str(folder / "pre.onnx"), str(paths[name]), Rows(), quant_format=fmt,
+                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return paths

@@ -58,33 +58,6 @@ def test_quantize_dequantize_pass_the_clipped_straight_through_gradient(elem, sc
     np.testing.assert_allclose(e.attribution, want, rtol=1e-6)  # (ct / scale) · scale: one rounding
 
 
-@pytest.fixture(scope="module")
-def shapes_int8(tmp_path_factory):
-    """models/shapes_cnn.onnx quantized by ONNX Runtime (after its pre-processing), calibrated on
-    16 test images: QDQ per-tensor, QDQ per-channel, and QOperator."""
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    folder = tmp_path_factory.mktemp("int8")
-    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:16].astype(np.float32)
-
-    class Rows(CalibrationDataReader):
-        def __init__(self):
-            self.rows = iter([{"image": x[i:i + 1]} for i in range(len(x))])
-
-        def get_next(self):
-            return next(self.rows, None)
-
-    quant_pre_process(str(SHAPES), str(folder / "pre.onnx"))
-    paths = {}
-    for name, fmt, per_channel in (("qdq", QuantFormat.QDQ, False), ("qdq_per_channel", QuantFormat.QDQ, True),
-                                   ("qoperator", QuantFormat.QOperator, False)):
-        paths[name] = folder / f"{name}.onnx"
-        quantize_static(str(folder / "pre.onnx"), str(paths[name]), Rows(), quant_format=fmt,
-                        per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return paths
-
-
 @pytest.mark.parametrize("form", ["qdq", "qdq_per_channel", "qoperator"])
 def test_quantized_shapes_model_explains_with_every_family(form, shapes_int8):
     x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:6].astype(np.float32)

@@ -47,3 +47,15 @@ def save_overlay(path: str | Path, picture: np.ndarray, heatmap: np.ndarray, col
     if factor > 1:
         image = image.resize((image.width * factor, image.height * factor), Image.NEAREST)
     image.save(path)
+
+
+def comparison_grid(picture: np.ndarray, pairs: list[tuple[np.ndarray, np.ndarray]], colormap: str = "jet",
+                    scale: int | None = None) -> Image.Image:
+    """One row per method: the picture, its blend with the reference model's map, its blend
+    with the deployed model's map (uint8, enlarged so small inputs stay visible)."""
+    original = (np.clip(picture, 0, 1) * 255).round().astype(np.uint8)
+    rows = [np.concatenate([original, blend(picture, ref, colormap), blend(picture, dep, colormap)], axis=1)
+            for ref, dep in pairs]
+    image = Image.fromarray(np.concatenate(rows, axis=0))
+    factor = scale or max(1, 256 // max(picture.shape[:2]))
+    return image.resize((image.width * factor, image.height * factor), Image.NEAREST) if factor > 1 else image
