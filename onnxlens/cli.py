@@ -384,8 +384,9 @@ def compare(
         def progress(label, done, total):
             bar.update(task, description=label, completed=done, total=total)
 
-        result, maps = compare_deployment(explainer.engine, other.engine, x, grouped, thresholds=limits,
-                                          progress=progress)
+        result, maps = compare_deployment(explainer.engine, other.engine, x,
+                                          {name: (name, params) for name, params in grouped.items()},
+                                          thresholds=limits, progress=progress)
     result["reference"] = {"file": reference.name, "sha256": explainer.model.sha256,
                            "precision": explainer.model.precision}
     result["deployed"] = {"file": deployed.name, "sha256": other.model.sha256, "precision": other.model.precision,

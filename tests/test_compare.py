@@ -12,7 +12,7 @@ from onnxlens.evaluation.deployment import ComparisonError, compare_deployment
 
 SHAPES = MODELS / "shapes_cnn.onnx"
 DIGITS = MODELS / "digits_cnn.onnx"
-METHODS = {"gradient": {}, "gradcam": {}, "lrp": {}}
+METHODS = {name: (name, {}) for name in ("gradient", "gradcam", "lrp")}
 
 
 def _x(rows=8):
@@ -86,3 +86,35 @@ def test_float16_form_agrees_with_its_float32_original(tmp_path):
     result, _ = compare_deployment(Explainer(SHAPES, device="cpu").engine, Explainer(path, device="cpu").engine,
                                    _x(4), METHODS, thresholds={"min_top1_agreement": 1.0, "min_spearman": 0.9})
     assert result["verdict"]["passed"], result["verdict"]
+
+
+def test_audit_of_a_deployed_model_compares_it_with_its_reference(shapes_int8, tmp_path):
+    """The audited model is the int8 form; compare_model is its float32 original: results.json
+    carries the comparison, its thresholds join the verdict, the page shows the most-changed
+    inputs side by side."""
+    from onnxlens.pipelines import audit
+
+    config = {"model": str(shapes_int8["qdq"]), "output": str(tmp_path / "run"), "baselines": False,
+              "dataset": {"path": str(MODELS / "samples" / "shapes" / "test.npz"), "limit": 8},
+              "methods": ["gradient", "gradcam"], "metrics": ["sparseness"], "batch_size": 4, "gallery_size": 3,
+              "formats": ["html"],
+              "compare_model": {"path": str(SHAPES), "thresholds": {"min_top1_agreement": 0.9, "min_ssim": 0.999}}}
+    results = audit.audit_directly(config)
+    deployment = results["deployment"]
+    assert deployment["inputs"] == 8 and deployment["reference"]["file"] == "shapes_cnn.onnx"
+    assert {row["id"] for row in deployment["per_input"]} == set(results["evaluation"]["ids"])
+    checks = {(c["metric"], c["method"]): c["passed"] for c in results["verdict"]["checks"]}
+    assert checks[("deployment:min_top1_agreement", "all")] and not checks[("deployment:min_ssim", "gradient")]
+    assert not results["verdict"]["passed"]
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "Deployed form against its reference" in page and page.count("deployed map of") == 3 * 2
+    with np.load(tmp_path / "run" / "deployment.npz") as data:
+        assert data["pictures"].shape[0] == 3 and data["reference/gradcam"].shape == (3, 64, 64)
+
+
+def test_audit_config_refuses_an_unknown_comparison_threshold(tmp_path):
+    from onnxlens.pipelines.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="compare_model.thresholds: .*unknown threshold.*min_pearson"):
+        load_config({"model": str(SHAPES), "dataset": {"path": str(tmp_path)}, "methods": ["gradient"],
+                     "compare_model": {"path": str(SHAPES), "thresholds": {"min_pearson": 0.5}}})

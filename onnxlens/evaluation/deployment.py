@@ -48,11 +48,11 @@ def check_pair(reference, deployed) -> None:
                               f"{_shape(ref_out.shape)}, deployed {quote(dep_out.name)} {_shape(dep_out.shape)}")
 
 
-def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str, dict],
+def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str, tuple[str, dict]],
                        measures: Sequence[str] = MEASURES, thresholds: Mapping[str, float] | None = None,
                        fraction: float = 0.1, progress: Callable[[str, int, int], None] | None = None,
                        ) -> tuple[dict, dict[str, tuple[np.ndarray, np.ndarray]]]:
-    """Compare two engines on inputs ``x``; ``methods``: name → parameters. Returns a
+    """Compare two engines on inputs ``x``; ``methods``: label → (method name, parameters). Returns a
     JSON-ready document (schema ``onnxlens.compare/1``, with a ``verdict``) and, per method,
     the two models' heatmaps (N×H×W each) for figures."""
     thresholds = dict(thresholds or {})
@@ -70,13 +70,13 @@ def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str,
     target = ref_scores.argmax(axis=1)
     deviation = np.abs(ref_scores - dep_scores).max(axis=1)
     per_method, maps = {}, {}
-    for done, (name, params) in enumerate(methods.items()):
+    for done, (label, (name, params)) in enumerate(methods.items()):
         if progress:
-            progress(f"compare · {name}", done, len(methods))
+            progress(f"compare · {label}", done, len(methods))
         ref_e = run_method(name, reference, x, target, **params)
         dep_e = run_method(name, deployed, x, target, **params)
-        per_method[name] = compare(ref_e.heatmap, dep_e.heatmap, measures, fraction)
-        maps[name] = (ref_e.heatmap, dep_e.heatmap)
+        per_method[label] = compare(ref_e.heatmap, dep_e.heatmap, measures, fraction)
+        maps[label] = (ref_e.heatmap, dep_e.heatmap)
     if progress:
         progress("compare", len(methods), len(methods))
     changed = np.nanmean([per_method[m]["spearman"] for m in per_method], axis=0) \

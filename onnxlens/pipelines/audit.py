@@ -289,7 +289,7 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     """Merge every batch into the run's bundle (results.json, validated against its schema) and
     verdict.json, write gallery.npz, and render the config's documents (report.html, .pdf)."""
-    from onnxlens.pipelines.summary import drift, merge_batches, verdict
+    from onnxlens.pipelines.summary import drift, merge_batches, verdict, with_deployment_checks
     from onnxlens.report.bundle import SCHEMA, environment, validate
 
     config = plan_.audit
@@ -319,10 +319,15 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     }
     if config.compare is not None:
         results["drift"] = drift(results, config.compare)
+    deployment_file = None
+    if config.compare_model is not None:
+        results["deployment"], deployment_file = write_deployment(plan_, results["evaluation"].get("ids", []))
+        results["verdict"] = with_deployment_checks(results["verdict"], results["deployment"],
+                                                    config.compare_model.severity)
     results["arrays"] = {
         "explanations": {label: [str(explain_path(plan_, i, label).relative_to(run)) for i in range(len(plan_.batches))]
                          for label in labels},
-        "gallery": write_gallery(plan_, results)}
+        "gallery": write_gallery(plan_, results), "deployment": deployment_file}
     results["frequency"], results["arrays"]["frequency"] = write_frequency(plan_)
     results = jsonable(results)
     validate(results)
@@ -433,6 +438,49 @@ def write_gallery(plan_: RunPlan, results: dict) -> str | None:
         arrays[f"target/{label}"] = np.asarray([e[1] if e else -1 for e in entries], np.int64)
     write_atomic(Path(plan_.run_dir) / GALLERY, npz_bytes(**arrays))
     return GALLERY
+
+
+DEPLOYMENT = "deployment.npz"
+
+
+def write_deployment(plan_: RunPlan, evaluated: list[str]) -> tuple[dict, str]:
+    """The audited model (the deployed form) compared with ``compare_model`` (its reference) on
+    the first evaluated inputs: the comparison for results.json, and the pictures and both
+    models' maps of the ``gallery_size`` most-changed inputs in deployment.npz."""
+    from onnxlens.evaluation.deployment import compare_deployment
+    from onnxlens.methods.explanation import displayable
+
+    config = plan_.audit
+    wanted = set(evaluated[: config.compare_model.limit])
+    ids, rows = [], []
+    for index in range(len(plan_.batches)):
+        if len(ids) >= len(wanted):
+            break
+        _, explainer, batch = _load(plan_, index)
+        for row, item in zip(batch.x, batch.ok):
+            if item.id in wanted:
+                ids.append(item.id)
+                rows.append(row)
+    deployed = explainer_for(config)
+    reference = Explainer(config.compare_model.path, device=config.device, batch_size=config.batch_size,
+                          layout=config.dataset.preprocessing.layout)
+    x = np.stack(rows)
+    methods = {m.label or m.name: (m.name, m.params) for m in config.methods}
+    result, maps = compare_deployment(reference.engine, deployed.engine, x, methods,
+                                      thresholds=config.compare_model.thresholds)
+    for row in result["per_input"]:
+        row["id"] = ids[row["index"]]
+    result["reference"] = {"file": Path(config.compare_model.path).name, "sha256": reference.model.sha256,
+                           "precision": reference.model.precision}
+    shown = [row["index"] for row in result["per_input"][: config.gallery_size]]
+    layout = deployed.model.spec.image_input.layout
+    arrays = {"ids": np.asarray([ids[i] for i in shown]), "methods": np.asarray(list(maps)),
+              "pictures": (np.stack([displayable(x[i], layout) for i in shown]) * 255).round().astype(np.uint8)}
+    for label, (ref, dep) in maps.items():
+        arrays[f"reference/{label}"] = ref[shown].astype(np.float32)
+        arrays[f"deployed/{label}"] = dep[shown].astype(np.float32)
+    write_atomic(Path(plan_.run_dir) / DEPLOYMENT, npz_bytes(**arrays))
+    return result, DEPLOYMENT
 
 
 def audit_directly(config: AuditConfig | dict | str | Path, run_dir=None, progress=None) -> dict:

@@ -78,6 +78,28 @@ class Threshold(_Strict):
         return self
 
 
+class CompareModelConfig(_Strict):
+    """Another form of the audited model — the float32 original of a deployed int8 or float16
+    model — whose predictions and explanations the audit compares with the audited model's
+    (the audited model is the deployed form)."""
+
+    path: Path
+    limit: int | None = Field(64, gt=0)  #: inputs compared (the first evaluated ones)
+    #: min_top1_agreement, max_score_deviation, min_spearman, min_ssim, min_dice
+    thresholds: dict[str, float] = {}
+    severity: Literal["fail", "warn"] = "fail"  #: of every threshold above
+
+    @field_validator("thresholds")
+    @classmethod
+    def _known_thresholds(cls, value):
+        from onnxlens.evaluation.deployment import THRESHOLDS
+
+        unknown = sorted(set(value) - set(THRESHOLDS))
+        if unknown:
+            raise ValueError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(THRESHOLDS)}")
+        return value
+
+
 class AuditConfig(_Strict):
     model: Path
     dataset: DatasetConfig
@@ -99,6 +121,7 @@ class AuditConfig(_Strict):
     seed: int = 0
     thresholds: list[Threshold] = []
     compare: Path | None = None  #: an earlier run folder: the results get a drift summary against it
+    compare_model: CompareModelConfig | None = None  #: the reference form of the audited (deployed) model
 
     @field_validator("colormap")
     @classmethod
@@ -178,6 +201,8 @@ def load_config(source: str | Path | dict) -> AuditConfig:
     if base is not None:
         config.model = _relative(base, config.model)
         config.dataset.path = _relative(base, config.dataset.path)
+        if config.compare_model is not None:
+            config.compare_model.path = _relative(base, config.compare_model.path)
     return config
 
 

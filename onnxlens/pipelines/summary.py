@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxlens.evaluation.deployment import THRESHOLDS
 from onnxlens.pipelines.audit import EXIT_VERDICT_FAILED
 from onnxlens.pipelines.config import ConfigError
 
@@ -76,6 +77,21 @@ def verdict(config, merged: dict, failed: dict) -> dict:
     return {"passed": passed, "exit_code": 0 if passed else EXIT_VERDICT_FAILED, "checks": checks,
             "warnings": [c for c in checks if c["severity"] == "warn" and not c["passed"]],
             "failed_items": len(failed)}
+
+
+def with_deployment_checks(verdict_: dict, deployment: dict, severity: str) -> dict:
+    """The audit verdict with each threshold of the deployed-vs-reference comparison as a check
+    (metric ``deployment:THRESHOLD``) of the given severity."""
+    checks = [{"metric": f"deployment:{c['threshold']}", "method": c["method"] or "all",
+               "value": c["value"], "max": c["limit"] if c["threshold"].startswith("max_") else None,
+               "min": None if c["threshold"].startswith("max_") else c["limit"], "severity": severity,
+               "passed": c["passed"], "description": THRESHOLDS[c["threshold"]],
+               "why": None if c["value"] is not None else "the comparison has no value for it"}
+              for c in deployment["verdict"]["checks"]]
+    all_checks = verdict_["checks"] + checks
+    passed = all(c["passed"] for c in all_checks if c["severity"] == "fail")
+    return {**verdict_, "passed": passed, "exit_code": 0 if passed else EXIT_VERDICT_FAILED, "checks": all_checks,
+            "warnings": [c for c in all_checks if c["severity"] == "warn" and not c["passed"]]}
 
 
 def drift(results: dict, previous_run: Path) -> dict:

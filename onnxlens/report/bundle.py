@@ -13,6 +13,9 @@ within a version; fields are only added, never renamed, until the version change
 - ``evaluation`` — metric results per metric and method (model-free baselines as
   ``baseline:NAME``), agreement between maps
 - ``verdict`` — each threshold checked; ``drift`` — against an earlier run, if asked
+- ``deployment`` — the audited (deployed) model against its reference form, if asked:
+  top-1 agreement, score deviation, per method the agreement of the two models' maps, the
+  inputs most-changed first (their pictures and maps in deployment.npz)
 - ``frequency`` — each method's radial power spectrum and high-frequency share; the first
   convolution's filters' high-frequency shares (the filters and responses in frequency.npz)
 - ``timings``, ``provenance`` — where the time went; computed vs reused tasks; notes
@@ -183,6 +186,48 @@ class Arrays(_Closed):
     explanations: dict[str, list[str]]  #: method label → batch .npz files, in batch order
     gallery: str | None  #: pictures and heatmaps the report shows (None: no gallery)
     frequency: str | None = None  #: the first convolution's filters and their magnitude responses
+    deployment: str | None = None  #: the most-changed inputs with both models' maps
+
+
+class MeasureSummary(_Closed):
+    mean: float | None
+    worst: float | None
+
+
+class DeploymentInput(_Closed):
+    index: int
+    id: str
+    reference_class: int
+    deployed_class: int
+    score_deviation: float
+    agreement: dict[str, dict[str, float | None]]  #: method → measure → value
+
+
+class DeploymentCheck(_Closed):
+    threshold: str
+    method: str | None
+    limit: float
+    value: float | None
+    passed: bool
+
+
+class DeploymentVerdict(_Closed):
+    passed: bool
+    checks: list[DeploymentCheck]
+
+
+class Deployment(_Closed):
+    """The audited (deployed) model against its reference form (``onnxlens.compare/1``)."""
+
+    schema_: Literal["onnxlens.compare/1"] = Field(alias="schema")
+    reference: dict
+    inputs: int
+    top1_agreement: float
+    score_deviation: dict[str, float]  #: max, mean
+    measures: list[str]
+    methods: dict[str, dict[str, MeasureSummary]]
+    per_input: list[DeploymentInput]  #: most-changed first
+    verdict: DeploymentVerdict
 
 
 class MapSpectrum(_Closed):
@@ -217,6 +262,7 @@ class AuditBundle(_Closed):
     verdict: Verdict
     drift: Drift | None = None
     frequency: Frequency | None = None
+    deployment: Deployment | None = None
     timings: Timings
     provenance: Provenance
     arrays: Arrays

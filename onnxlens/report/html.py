@@ -88,10 +88,13 @@ def _figures(family: str, metrics: dict) -> list[dict]:
     return figures
 
 
-def render_html(bundle: dict, gallery: dict | None = None, filters: dict | None = None) -> str:
+def render_html(bundle: dict, gallery: dict | None = None, filters: dict | None = None,
+                deployment_gallery: dict | None = None) -> str:
     """The page of a run's ``bundle`` (results.json), its ``gallery`` (``{"methods": [...],
-    "rows": [{"id", "uri", "cells": [{"method", "target", "uri"} or None per method]}]}``) and
-    its first-layer ``filters`` (``{"filters_uri", "responses_uri"}``)."""
+    "rows": [{"id", "uri", "cells": [{"method", "target", "uri"} or None per method]}]}``), its
+    first-layer ``filters`` (``{"filters_uri", "responses_uri"}``) and the most-changed inputs
+    of a deployed-vs-reference comparison (``{"methods", "rows": [{"id", "uri", "cells":
+    [{"method", "reference_uri", "deployed_uri"}]}]}``)."""
     evaluation = bundle["evaluation"]
     metrics = evaluation.get("metrics", {})
     families = []
@@ -117,14 +120,15 @@ def render_html(bundle: dict, gallery: dict | None = None, filters: dict | None 
         frequency = None
     sections += [("frequency", "Frequency analysis")] if frequency else []
     sections += [("agreement", "Agreement between maps")] if agreement else []
+    sections += [("deployment", "Deployed form against its reference")] if bundle.get("deployment") else []
     sections += [("drift", "Drift")] if bundle.get("drift") else []
     sections += [("timings", "Timings and provenance")]
     config = bundle["config"]
     return _TEMPLATES.get_template("report.html.j2").render(
-        **{"drift": None, **{k: v for k, v in bundle.items() if k != "frequency"}},
+        **{"drift": None, "deployment": None, **{k: v for k, v in bundle.items() if k != "frequency"}},
         sections=[{"id": i, "title": t} for i, t in sections], findings=findings(bundle), families=families,
         agreement=agreement, gallery=gallery, colormap=config.get("colormap", "jet"), frequency=frequency,
-        filters=filters,
+        filters=filters, deployment_gallery=deployment_gallery,
         masks_mark=config.get("dataset", {}).get("masks_mark", "object"), sanity_limit=SANITY_LIMIT,
         random_logit_limit=RANDOM_LOGIT_LIMIT,
         config_rows=[(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in config.items()])

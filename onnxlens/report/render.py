@@ -40,6 +40,29 @@ def gallery_rows(run_dir: Path, bundle: dict) -> dict | None:
     return {"methods": methods, "rows": rows}
 
 
+def deployment_rows(run_dir: Path, bundle: dict) -> dict | None:
+    """The most-changed inputs of the deployed-vs-reference comparison (deployment.npz): each
+    picture with the reference model's and the deployed model's overlay per method."""
+    name = bundle["arrays"].get("deployment")
+    if not name:
+        return None
+    colormap = bundle["config"].get("colormap", "jet")
+    try:
+        with np.load(Path(run_dir) / name, allow_pickle=False) as data:
+            methods = [str(m) for m in data["methods"]]
+            rows = []
+            for i, (item, picture) in enumerate(zip(data["ids"], data["pictures"])):
+                image = picture.astype(np.float64) / 255
+                rows.append({"id": str(item), "uri": enlarged_uri(picture), "cells": [
+                    {"method": label,
+                     "reference_uri": enlarged_uri(blend(image, data[f"reference/{label}"][i], colormap)),
+                     "deployed_uri": enlarged_uri(blend(image, data[f"deployed/{label}"][i], colormap))}
+                    for label in methods]})
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"cannot read the comparison arrays {name!r}: {exc}") from None
+    return {"methods": methods, "rows": rows}
+
+
 def filter_images(run_dir: Path, bundle: dict) -> dict | None:
     """The first convolution's filters and their magnitude responses as two tiled pictures."""
     name = bundle["arrays"].get("frequency")
@@ -63,7 +86,7 @@ def render_run(run_dir: str | Path, formats: Sequence[str] = ("html", "pdf"), bu
     write_json(written[0], bundle["verdict"])
     if not {"html", "pdf"} & set(formats):
         return written
-    page = render_html(bundle, gallery_rows(run, bundle), filter_images(run, bundle))
+    page = render_html(bundle, gallery_rows(run, bundle), filter_images(run, bundle), deployment_rows(run, bundle))
     if "html" in formats:
         write_atomic(run / "report.html", page.encode())
         written.append(run / "report.html")
