@@ -408,6 +408,8 @@ def compare(
         table.add_row(name, *(f"{entry[m]['mean']:.3f} / {entry[m]['worst']:.3f}" if entry[m]["mean"] is not None
                               else "–" for m in result["measures"]))
     Console(width=max(100, Console().width), highlight=False).print(table)
+    for line in dict.fromkeys(result["warnings"]):
+        typer.echo(f"onnxlens: warning: {_safe(line)}", err=True)
     typer.echo(f"wrote {out}" + (f" and {min(top, len(x))} overlay(s) to {overlays}/" if overlays else ""))
     failed = [c for c in result["verdict"]["checks"] if not c["passed"]]
     for check in failed:

@@ -201,3 +201,14 @@ def test_a_saturated_quantizer_is_named_and_the_unclipped_estimator_is_offered(s
     bad = cli("explain", path, "--input", path.parent / "x.npy", "--method", "gradient", "--param", "ste=round",
               "--out", path.parent / "e.npz")
     assert bad.returncode == 1 and "ste must be one of clipped, identity" in bad.stderr
+
+
+def test_saturated_output_quantizer_of_the_shipped_model_int8_form(shapes_int8):
+    """Test image 12 of the shapes model: its triangle logit (6.4) lies beyond the range its
+    output quantizer was calibrated for, so the clipped gradient is exactly zero."""
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][12:13].astype(np.float32)
+    explainer = Explainer(shapes_int8["qdq"], device="cpu")
+    clipped = explainer.explain(x, "gradient")
+    assert not clipped.attribution.any() and "'linear'" in clipped.warnings[0]
+    unclipped = explainer.explain(x, "gradient", ste="identity")
+    assert unclipped.attribution.any() and not unclipped.warnings

@@ -69,7 +69,7 @@ def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str,
         raise ComparisonError(f"the models score {ref_scores.shape[1]} and {dep_scores.shape[1]} classes")
     target = ref_scores.argmax(axis=1)
     deviation = np.abs(ref_scores - dep_scores).max(axis=1)
-    per_method, maps = {}, {}
+    per_method, maps, warnings = {}, {}, []
     for done, (label, (name, params)) in enumerate(methods.items()):
         if progress:
             progress(f"compare · {label}", done, len(methods))
@@ -77,17 +77,17 @@ def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str,
         dep_e = run_method(name, deployed, x, target, **params)
         per_method[label] = compare(ref_e.heatmap, dep_e.heatmap, measures, fraction)
         maps[label] = (ref_e.heatmap, dep_e.heatmap)
+        warnings += [f"{label} on the deployed model: {w}" for w in dep_e.warnings]
     if progress:
         progress("compare", len(methods), len(methods))
-    changed = np.nanmean([per_method[m]["spearman"] for m in per_method], axis=0) \
-        if per_method and "spearman" in measures else np.zeros(len(x))
-    order = np.argsort(np.nan_to_num(changed, nan=-2.0), kind="stable")
+    order = np.argsort(_closeness(per_method, maps, len(x)), kind="stable")
     result = {
         "schema": SCHEMA,
         "inputs": len(x),
         "top1_agreement": float((target == dep_scores.argmax(axis=1)).mean()),
         "score_deviation": {"max": float(deviation.max()), "mean": float(deviation.mean())},
         "measures": list(measures),
+        "warnings": warnings,
         "methods": {name: {m: _summary(values[m], HIGHER_IS_CLOSER[m]) for m in measures}
                     for name, values in per_method.items()},
         "per_input": [{
@@ -100,6 +100,21 @@ def compare_deployment(reference, deployed, x: np.ndarray, methods: Mapping[str,
     }
     result["verdict"] = verdict(result, thresholds)
     return result, maps
+
+
+def _closeness(per_method: dict, maps: dict, n: int) -> np.ndarray:
+    """Per input, the mean Spearman correlation of the two maps over methods; a map that is
+    constant where the other is not (an all-zero gradient behind a saturated quantizer) counts
+    as 0, two equal maps as 1."""
+    if not per_method:
+        return np.zeros(n)
+    rows = []
+    for label, values in per_method.items():
+        ref, dep = maps[label]
+        same = np.array([np.array_equal(a, b) for a, b in zip(ref, dep)])
+        rho = values["spearman"] if "spearman" in values else compare(ref, dep, ("spearman",))["spearman"]
+        rows.append(np.where(np.isfinite(rho), rho, np.where(same, 1.0, 0.0)))
+    return np.mean(rows, axis=0)
 
 
 def verdict(result: dict, thresholds: Mapping[str, float]) -> dict:

@@ -108,19 +108,19 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
 
 
 def saturation_warnings(engine, x: np.ndarray, explanation: Explanation) -> list[str]:
-    """A line for each quantizer that saturates every value of a row whose attribution is
-    exactly zero: the clipped straight-through estimator passes nothing back through it."""
+    """A line naming the quantizer nearest the output that saturates on rows whose attribution
+    is exactly zero: the clipped straight-through estimator passes nothing back through
+    saturated values, so a saturated output quantizer zeroes the whole gradient."""
     zero = ~explanation.attribution.reshape(len(x), -1).any(axis=1)
     if not zero.any():
         return []
-    lines = []
-    for tensor, share in engine.saturated_quantizers(x[zero]).items():
-        full = int((share == 1).sum())
-        if full:
-            lines.append(f"the quantizer of tensor {quote(tensor)} saturates every value for {full} of "
-                         f"{len(x)} input(s), whose attribution is then exactly zero; --param ste=identity "
-                         "differentiates through it with the unclipped straight-through estimator")
-    return lines
+    saturated = [(tensor, share) for tensor, share in engine.saturated_quantizers(x[zero]).items() if share.any()]
+    if not saturated:
+        return []
+    tensor, share = saturated[-1]
+    return [f"the attribution is exactly zero for {int(zero.sum())} of {len(x)} input(s), where the quantizer of "
+            f"tensor {quote(tensor)} saturates ({100 * float(share.mean()):.0f} % of its values): the clipped "
+            "straight-through estimator passes nothing back there; --param ste=identity uses the unclipped one"]
 
 
 def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -225,6 +225,7 @@ class Deployment(_Closed):
     top1_agreement: float
     score_deviation: dict[str, float]  #: max, mean
     measures: list[str]
+    warnings: list[str]  #: from the deployed model's explanations (e.g. a saturated quantizer)
     methods: dict[str, dict[str, MeasureSummary]]
     per_input: list[DeploymentInput]  #: most-changed first
     verdict: DeploymentVerdict
