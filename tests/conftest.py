@@ -36,29 +36,43 @@ def save(tmp_path):
     return _save
 
 
-@pytest.fixture(scope="session")
-def shapes_int8(tmp_path_factory):
-    """models/shapes_cnn.onnx quantized by ONNX Runtime (after its pre-processing), calibrated on
-    16 test images: QDQ per-tensor, QDQ per-channel, and QOperator."""
-    import numpy as np
+def quantize_with_ort(source, rows, folder, formats=(("qdq", "QDQ", False),)):
+    """``source`` quantized by ONNX Runtime as deployers do (quant_pre_process where it copes,
+    then quantize_static calibrated on ``rows``, uint8 activations, int8 weights), once per
+    (name, format, per_channel) of ``formats``; returns name → path."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    folder = tmp_path_factory.mktemp("int8")
-    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:16].astype(np.float32)
+    name = onnx.load(source, load_external_data=False).graph.input[0].name
 
     class Rows(CalibrationDataReader):
         def __init__(self):
-            self.rows = iter([{"image": x[i:i + 1]} for i in range(len(x))])
+            self.rows = iter([{name: rows[i:i + 1]} for i in range(len(rows))])
 
         def get_next(self):
             return next(self.rows, None)
 
-    quant_pre_process(str(MODELS / "shapes_cnn.onnx"), str(folder / "pre.onnx"))
+    try:
+        quant_pre_process(str(source), str(folder / "pre.onnx"))
+        prepared = folder / "pre.onnx"
+    except Exception:  # its symbolic shape inference fails on some exports (paddle2onnx): optional
+        prepared = source
     paths = {}
-    for name, fmt, per_channel in (("qdq", QuantFormat.QDQ, False), ("qdq_per_channel", QuantFormat.QDQ, True),
-                                   ("qoperator", QuantFormat.QOperator, False)):
-        paths[name] = folder / f"{name}.onnx"
-        quantize_static(str(folder / "pre.onnx"), str(paths[name]), Rows(), quant_format=fmt,
+    for label, fmt, per_channel in formats:
+        paths[label] = folder / f"{label}.onnx"
+        quantize_static(str(prepared), str(paths[label]), Rows(), quant_format=QuantFormat[fmt],
                         per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     return paths
+
+
+@pytest.fixture(scope="session")
+def shapes_int8(tmp_path_factory):
+    """models/shapes_cnn.onnx quantized by ONNX Runtime, calibrated on 16 test images: QDQ
+    per-tensor, QDQ per-channel, and QOperator."""
+    import numpy as np
+
+    x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:16].astype(np.float32)
+    return quantize_with_ort(MODELS / "shapes_cnn.onnx", x, tmp_path_factory.mktemp("int8"),
+                             (("qdq", "QDQ", False), ("qdq_per_channel", "QDQ", True),
+                              ("qoperator", "QOperator", False)))

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from builders import make_model, vi
-from conftest import MODELS
+from conftest import MODELS, quantize_with_ort
 from onnxlens import Explainer, import_model
 from onnxlens.graph_ops.summary import quantization_summary
 
@@ -70,6 +70,18 @@ def test_quantized_shapes_model_explains_with_every_family(form, shapes_int8):
     gradient = explainer.explain(x, "gradient").attribution
     agreement = np.corrcoef(gradient.ravel(), reference.attribution.ravel())[0, 1]
     assert agreement > 0.8  # int8 changes the gradient, not what it looks at
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_quantized_digits_model_explains_with_every_family(fmt, tmp_path):
+    x = np.load(MODELS / "samples" / "digits" / "test.npz")["x"][:24].astype(np.float32)
+    path = quantize_with_ort(MODELS / "digits_cnn.onnx", x[:16], tmp_path, (("int8", fmt, True),))["int8"]
+    deployed = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x[16:]})[0]
+    explainer = Explainer(path, device="cpu")
+    for method in ("gradient", "gradcam", "lrp", "occlusion"):
+        e = explainer.explain(x[16:], method)
+        assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0, method
+        np.testing.assert_array_equal(e.target, deployed.argmax(axis=1))  # the model as deployed decides
 
 
 def test_qoperator_graph_is_rewritten_to_qdq_and_computes_the_deployed_outputs(shapes_int8):

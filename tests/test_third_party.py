@@ -106,3 +106,20 @@ def test_classifier_explains_with_each_family(name, method, explainers):
     e = _explainer(explainers, name).explain(x, method, **params)
     assert e.heatmap.shape == (len(x), *SUITE[name]["size"])
     assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_classifier_int8_form_explains_with_each_family(name, tmp_path):
+    """The classifier quantized by ONNX Runtime (QDQ, per-channel weights), calibrated on
+    random inputs of its size."""
+    from conftest import quantize_with_ort
+
+    path = quantize_with_ort(CACHE / SUITE[name]["file"], _x(name, rows=8, seed=3), tmp_path,
+                             (("int8", "QDQ", True),))["int8"]
+    explainer = Explainer(path, device="cpu")
+    assert explainer.model.describe()["quantization"]["format"] == "QDQ"
+    x = _x(name, seed=4)
+    for method in ("gradient", "gradcam", "lrp", "occlusion"):
+        params = {"window": 8, "stride": 4} if method == "occlusion" else {}
+        e = explainer.explain(x, method, **params)
+        assert np.isfinite(e.heatmap).all(), method

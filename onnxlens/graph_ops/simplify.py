@@ -144,26 +144,28 @@ def fuse_matmul_add(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
 
 
 def fold_dequantized_constants(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
-    """Replace every DequantizeLinear of constant inputs (an int8 graph's weights and biases)
-    by its float value, (q − zero_point) · scale as ONNX defines it, so rules that need
-    constant weights (relevance, DeepLIFT) see the dequantized ones; returns (model, count)."""
-    out, graph, consts, _, _, _, inits = _rewrite_facts(model)
-    drop = set()
+    """Replace every QuantizeLinear/DequantizeLinear of constant inputs — an int8 graph's
+    weights and biases, stored quantized or quantized in the graph — by its value (ONNX's
+    reference semantics), so rules that need constant weights (relevance, DeepLIFT) see the
+    dequantized ones; returns (model, count)."""
+    from onnx.reference import ReferenceEvaluator
+
+    out, graph, consts, _, _, outputs, inits = _rewrite_facts(model)
+    drop, values = set(), {}
     for index, node in enumerate(graph.node):
         inputs = [i for i in node.input if i]
-        if (node.op_type != "DequantizeLinear" or node.domain not in ("", "ai.onnx")
-                or not all(i in consts for i in inputs) or node_attr(node, "block_size", 0)):
+        if (node.op_type not in ("QuantizeLinear", "DequantizeLinear") or node.domain not in ("", "ai.onnx")
+                or not all(i in consts for i in inputs)):
             continue
-        q, scale = consts[inputs[0]], consts[inputs[1]]
-        zero = consts[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros((), q.dtype)
-        if scale.size > 1:
-            axis = node_attr(node, "axis", 1) % q.ndim
-            shape = [-1 if i == axis else 1 for i in range(q.ndim)]
-            scale, zero = scale.reshape(shape), zero.reshape(shape)
-        value = (q.astype(np.int32) - zero.astype(np.int32)).astype(scale.dtype) * scale
-        _set_initializer(graph, inits, node.output[0], value.astype(scale.dtype))
+        results = ReferenceEvaluator(node).run(None, {i: consts[i] for i in inputs})
+        for name, value in zip(node.output, results):
+            consts[name] = values[name] = np.asarray(value)
         drop.add(index)
     _drop_nodes(graph, drop)
+    needed = {i for n in graph.node for i in n.input} | outputs
+    for name, value in values.items():
+        if name in needed:
+            _set_initializer(graph, inits, name, value)
     return out, len(drop)
 
 
