@@ -78,3 +78,18 @@ def test_float32_twin_raises_every_half_type_and_keeps_names():
     assert half_precision(twin) is None and half_precision(model) == "float16"
     onnx.checker.check_model(twin)
     assert import_model(SHAPES).precision == "float32"
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp", "integrated_gradients"])
+def test_precision_model_differentiates_in_float16_and_agrees_with_the_twin(method, half_model):
+    """precision=model runs the backward graph in the model's own float16: every emitted node
+    type-checks, and the maps agree with the float32 twin's to float16 precision."""
+    half, _ = half_model
+    explainer = Explainer(half, device="cpu")
+    x = _x()
+    twin = explainer.explain(x, method)
+    own = explainer.explain(x, method, precision="model")
+    assert own.attribution.dtype == np.float32 and own.params["precision"] == "model"
+    # float16 rounding flips a few max-pool arg-maxes and ReLU masks: compare as a whole
+    assert np.linalg.norm(own.attribution - twin.attribution) / np.linalg.norm(twin.attribution) < 0.05
+    assert np.corrcoef(own.heatmap.ravel(), twin.heatmap.ravel())[0, 1] > 0.98

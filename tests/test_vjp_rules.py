@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from builders import make_model, vi
-from vjp_check import vjp_and_fd
+from vjp_check import half_defined, half_vjp, vjp_and_fd
 
 RNG = np.random.default_rng(0)
 
@@ -37,9 +37,17 @@ def single(op, x_shape, out_rank, *, extra=(), weights=(), opset=18, **attrs):
 
 
 def check(model, x, rtol=1e-3, **kw):
-    got, want, _ = vjp_and_fd(model, {"x": x}, "x", "y", **kw)
+    """The rule against finite differences; then the same graph in float16 (where ONNX defines
+    its ops for float16) must type-check and give the same cotangent to float16 precision."""
+    got, want, grad = vjp_and_fd(model, {"x": x}, "x", "y", **kw)
     assert abs(want) > 1e-3, "degenerate check: the function does not change along the direction"
     assert got == pytest.approx(want, rel=rtol, abs=1e-4 * max(1.0, abs(want)))
+    if not half_defined(model):
+        return
+    half = half_vjp(model, {"x": x}, "x", "y", **{k: v for k, v in kw.items() if k == "rules"})
+    assert half.dtype == np.float16
+    scale = float(np.abs(grad).max())
+    np.testing.assert_allclose(half.astype(np.float32), grad, rtol=3e-2, atol=3e-2 * max(scale, 1e-3))
 
 
 W = lambda *s: RNG.standard_normal(s).astype(np.float32)  # noqa: E731

@@ -28,8 +28,9 @@ class MethodInfo:
 METHODS: dict[str, MethodInfo] = {}
 #: Parameters every method takes besides its own: ``ste``, how an int8 graph's QuantizeLinear
 #: differentiates (``clipped``: the straight-through estimator of quantization-aware
-#: training; ``identity``: unclipped).
-COMMON_PARAMS = {"ste": "clipped"}
+#: training; ``identity``: unclipped); ``precision``, what a float16/bfloat16 model is
+#: differentiated in (``float32``: its float32 twin; ``model``: its own dtype).
+COMMON_PARAMS = {"ste": "clipped", "precision": "float32"}
 
 
 def method(name: str):
@@ -90,8 +91,9 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     info = method_info(name)
     params = coerce_params(info, params)
     ste = params.pop("ste", COMMON_PARAMS["ste"])
+    precision = params.pop("precision", COMMON_PARAMS["precision"])
     x = engine.check_input(x)
-    engine = engine.for_input(x).with_ste(ste)
+    engine = engine.for_input(x).with_options(ste, precision)
     start = time.perf_counter()
     target = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, target, **params)
@@ -101,8 +103,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
         explanation.diagnostics["float32_twin_deviation"] = deviation
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
-    if ste != "clipped":
-        explanation.params["ste"] = ste
+    explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
 

@@ -24,6 +24,7 @@ from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, s
 from onnxlens.runtime.session import Session, SessionConfig
 
 STE_MODES = ("clipped", "identity")
+PRECISIONS = ("float32", "model")
 #: Rows per session run are chosen so that one batch of inputs holds about this many floats.
 BATCH_BUDGET_FLOATS = 1 << 23
 
@@ -65,16 +66,22 @@ class Engine:
         #: how QuantizeLinear differentiates: "clipped" (the straight-through estimator of
         #: quantization-aware training) or "identity" (unclipped)
         self.ste = "clipped"
+        #: what a half-precision model differentiates in: "float32" (its twin) or "model"
+        self.precision = "float32"
 
-    def with_ste(self, ste: str) -> Engine:
-        """This engine with QuantizeLinear differentiated by the ``ste`` estimator (sharing
-        the compiled-graph cache)."""
+    def with_options(self, ste: str | None = None, precision: str | None = None) -> Engine:
+        """This engine with QuantizeLinear differentiated by the ``ste`` estimator and/or a
+        half-precision model differentiated in ``precision`` (``float32``: its twin;
+        ``model``: its own dtype), sharing the compiled-graph cache."""
+        ste, precision = ste or self.ste, precision or self.precision
         if ste not in STE_MODES:
             raise InputShapeError(f"ste must be one of {', '.join(STE_MODES)}, got {quote(ste)}")
-        if ste == self.ste:
+        if precision not in PRECISIONS:
+            raise InputShapeError(f"precision must be one of {', '.join(PRECISIONS)}, got {quote(precision)}")
+        if (ste, precision) == (self.ste, self.precision):
             return self
         other = copy.copy(self)
-        other.ste, other._specialized, other._specialize_lock = ste, {}, threading.Lock()
+        other.ste, other.precision, other._specialized, other._specialize_lock = ste, precision, {}, threading.Lock()
         return other
 
     @property
@@ -98,7 +105,7 @@ class Engine:
             if row_shape not in self._specialized:
                 engine = Engine(specialize(self.model, row_shape), self.config, self.cache, self._requested_batch,
                                 key=f"{self.model.sha256}@{'x'.join(map(str, row_shape))}")
-                self._specialized[row_shape] = engine.with_ste(self.ste)
+                self._specialized[row_shape] = engine.with_options(self.ste, self.precision)
             return self._specialized[row_shape]
 
     @property
@@ -183,11 +190,13 @@ class Engine:
         for name in (*wrt, *tensors, *totals):
             self.require_tensor(name)
         exposed = tuple(sorted(set(tensors)))
-        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None,
-                "probability": probability, "output": output, "expose": exposed, "totals": totals}
+        in_model_precision = self.precision == "model" and self.is_twin
+        graph = self.forward_graph if in_model_precision else self.graph
+        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None, "probability": probability,
+                "output": output, "expose": exposed, "totals": totals, "model_precision": in_model_precision}
 
         def build():
-            return gradient_model(self.graph, self.spec, output=output, probability=probability,
+            return gradient_model(graph, self.spec, output=output, probability=probability,
                                   wrt=wrt, rules=rules, exposed=exposed, totals=totals).vjp.model
 
         session = self.cache.get(self.key, spec, build, self.config)
@@ -195,7 +204,12 @@ class Engine:
         seed = np.asarray(seed, dtype=np.float32)
         if seed.shape[0] != x.shape[0]:
             raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
+        if in_model_precision:  # feed the deployed types, return float32
+            x = x.astype(self.spec.image_input.dtype, copy=False)
+            seed = seed.astype(session.input_types[seed_name(score)], copy=False)
         out = self._batched(session, x, {seed_name(score): seed})
+        if in_model_precision:
+            out = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
         return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
                          {t: out[total_name(t)] for t in totals})
 

@@ -24,6 +24,7 @@ OPTIMIZATION_LEVELS = {
 _SILENT = 4
 ort.set_default_logger_severity(_SILENT)
 _CUDA = "CUDAExecutionProvider"
+_NUMPY_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64"}
 _CPU = "CPUExecutionProvider"
 
 
@@ -67,6 +68,8 @@ class Session:
         #: why ``auto`` ended on the CPU although CUDA was asked for or listed, if it did
         self.fallback_reason = fallback_reason
         self.input_names = [i.name for i in inner.get_inputs()]
+        #: input name → numpy dtype name it takes (e.g. "float16")
+        self.input_types = {i.name: _NUMPY_TYPES.get(i.type, "float32") for i in inner.get_inputs()}
         self.output_names = [o.name for o in inner.get_outputs()]
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:

@@ -23,6 +23,14 @@ class Emitter:
         self.names = names
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        #: the float type of the values the current rule computes with (float16 in a half-
+        #: precision graph): float constants and masks are emitted in it
+        self.float_dtype = np.dtype(np.float32)
+
+    @property
+    def float_type(self) -> int:
+        """:attr:`float_dtype` as an ONNX element type (for ``Cast``)."""
+        return helper.np_dtype_to_tensor_dtype(self.float_dtype)
 
     def op(self, op_type: str, *inputs: str, outputs: int = 1, hint: str | None = None, **attrs):
         """Emit one node; returns its output name (or the list of names if ``outputs`` > 1)."""
@@ -31,9 +39,10 @@ class Emitter:
         self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=self.names(base), **attrs))
         return outs[0] if outputs == 1 else outs
 
-    def const(self, value, hint: str = "const", dtype=np.float32) -> str:
+    def const(self, value, hint: str = "const", dtype=None) -> str:
+        """A constant of ``dtype`` (default: :attr:`float_dtype`)."""
         name = self.names(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype or self.float_dtype), name))
         return name
 
     def ints(self, values: Sequence[int], hint: str = "ints") -> str:
@@ -42,7 +51,7 @@ class Emitter:
     def keep_where(self, value: str, condition: str) -> str:
         """``value`` where the boolean ``condition`` holds, else 0. A multiply by the cast mask:
         twice as fast as Where in ONNX Runtime (a non-finite value under a false mask stays NaN)."""
-        return self.op("Mul", value, self.op("Cast", condition, to=onnx.TensorProto.FLOAT))
+        return self.op("Mul", value, self.op("Cast", condition, to=self.float_type))
 
     def zeros_like(self, x: str) -> str:
         return self.op("Mul", x, self.const(0.0, "zero"))

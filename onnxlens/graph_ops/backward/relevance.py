@@ -164,7 +164,7 @@ def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
         z = ctx.outputs[0]
 
         def part(w_pos_in, w_neg_in, bias, sign_op):
-            mask = g.op("Cast", g.op(sign_op, z, g.const(0.0)), to=1)
+            mask = g.op("Cast", g.op(sign_op, z, g.const(0.0)), to=g.float_type)
             return _signed_terms(layer, g, xp, xn, ctx.ct, w_pos_in, w_neg_in, bias, stabilizer, mask)
 
         return _result(ctx, g.op("Add", part(up(w), down(w), up(b), "Greater"), part(down(w), up(w), down(b), "Less")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -88,6 +89,7 @@ def append_vjp(
             if ct is not None:
                 contributions[o] = [ct]
         needs = [bool(i) and i in active for i in node.input]
+        g.float_dtype = _compute_dtype(node, elem_types)
         ctx = RuleContext(node, cts, needs, g, shapes, constants, elem_types, nonnegative, producers, consumers)
         results = list(chosen[id(node)](ctx))
         for i, (name, need) in enumerate(zip(node.input, needs)):
@@ -154,6 +156,15 @@ def nonnegative_tensors(graph: onnx.GraphProto, constants: dict) -> frozenset:
                     all(a.s != b"cubic" for a in node.attribute if a.name == "mode"))):
             known.update(o for o in node.output if o)
     return frozenset(known)
+
+
+def _compute_dtype(node, elem_types) -> np.dtype:
+    """The float type a node computes in (its first float output's, else its first float
+    input's): the type of the constants and masks its rule emits."""
+    for name in (*node.output, *node.input):
+        if elem_types.get(name) in _FLOAT:
+            return np.dtype(helper.tensor_dtype_to_np_dtype(elem_types[name]))
+    return np.dtype(np.float32)
 
 
 def _tensor_facts(graph):

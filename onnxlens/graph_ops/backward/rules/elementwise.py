@@ -114,7 +114,8 @@ def min_max(ctx):
         ctx.unsupported("only two inputs are differentiated")
     g, (a, b) = ctx.g, ctx.inputs
     wins = g.op("Greater" if ctx.node.op_type == "Max" else "Less", a, b)
-    share_a = g.op("Add", g.op("Cast", wins, to=1), g.op("Mul", g.op("Cast", g.op("Equal", a, b), to=1), g.const(0.5)))
+    ties = g.op("Cast", g.op("Equal", a, b), to=g.float_type)
+    share_a = g.op("Add", g.op("Cast", wins, to=g.float_type), g.op("Mul", ties, g.const(0.5)))
     da = g.op("Mul", ctx.ct, share_a)
     db = g.op("Mul", ctx.ct, g.op("Sub", g.const(1.0), share_a))
     return [_unbroadcast(ctx, da, 0) if ctx.needs[0] else None, _unbroadcast(ctx, db, 1) if ctx.needs[1] else None]

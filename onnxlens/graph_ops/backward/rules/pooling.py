@@ -5,6 +5,7 @@ divisor ONNX Runtime and PyTorch use (count_include_pad 0/1, ceil_mode)."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from onnxlens.graph_ops.backward.registry import vjp_rule
 from onnxlens.graph_ops.backward.rules.geometry import window
@@ -16,8 +17,13 @@ def route_to_argmax(ctx, indices, values=None):
     g, x = ctx.g, ctx.inputs[0]
     flat = g.ints([-1], "flat")
     zeros = g.op("Reshape", g.zeros_like(x), flat)
-    dx = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat), g.op("Reshape", values or ctx.ct, flat),
-              axis=0, reduction="add")
+    values = g.op("Reshape", values or ctx.ct, flat)
+    half = g.float_dtype != np.float32
+    if half:  # ONNX Runtime's CPU ScatterElements adds in float32 only
+        zeros, values = (g.op("Cast", t, to=onnx.TensorProto.FLOAT) for t in (zeros, values))
+    dx = g.op("ScatterElements", zeros, g.op("Reshape", indices, flat), values, axis=0, reduction="add")
+    if half:
+        dx = g.op("Cast", dx, to=g.float_type)
     return g.reshape_like(dx, x)
 
 

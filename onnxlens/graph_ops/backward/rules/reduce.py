@@ -40,7 +40,7 @@ def reduce_sum_mean(ctx):
 def reduce_extreme(ctx):
     g, x = ctx.g, ctx.inputs[0]
     axes = _axes(ctx)
-    hit = g.op("Cast", g.op("Equal", x, _kept(ctx, ctx.outputs[0], axes)), to=1)
+    hit = g.op("Cast", g.op("Equal", x, _kept(ctx, ctx.outputs[0], axes)), to=g.float_type)
     ties = g.op("ReduceSum", hit, g.ints(axes, "axes"), keepdims=1) if axes else hit
     return [g.op("Mul", g.op("Div", hit, ties), _kept(ctx, ctx.ct, axes)), None]
 
@@ -51,7 +51,7 @@ def reduce_l2(ctx):
     g, x = ctx.g, ctx.inputs[0]
     axes = _axes(ctx)
     norm = _kept(ctx, ctx.outputs[0], axes)
-    safe = g.op("Max", norm, g.const(np.finfo(np.float32).tiny, "tiny"))
+    safe = g.op("Max", norm, g.const(np.finfo(g.float_dtype).tiny, "tiny"))
     return [g.op("Mul", g.op("Div", x, safe), _kept(ctx, ctx.ct, axes)), None]
 
 

@@ -35,7 +35,7 @@ def resize(ctx):
         uses_sizes = len(ctx.inputs) > 3 and ctx.inputs[3]
         resize_inputs = [eye, "", ""] + ([g.ints(sized, "sizes")] if uses_sizes else [])
         if not uses_sizes:
-            resize_inputs[2] = g.const(scales, "scales")
+            resize_inputs[2] = g.const(scales, "scales", np.float32)  # Resize takes float32 scales
         mapped = g.op("Resize", *resize_inputs, **attrs)  # [i, …, o, …] = weight of input i in output o
         matrix = g.reshape(mapped, (int(n_in), int(n_out)))
         ct = g.along_axis(ct, g.op("Transpose", matrix, perm=[1, 0]), axis, rank)
