@@ -27,6 +27,9 @@ QUICK = {("mobilevit_xxs", "torchscript"), ("convnextv2_atto", "torchscript"), (
 KNOWN = {
     ("cspdarknet53", "torchscript"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
     ("cspdarknet53", "dynamo"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
+    ("efficientnet_b0", "torchscript"): "LRP relevance grows without bound through SiLU and squeeze-excitation "
+                                        "gates (x·σ(x)): gates need their own relevance rule",
+    ("efficientnet_b0", "dynamo"): "LRP relevance grows without bound through SiLU and squeeze-excitation gates",
 }
 
 
@@ -92,4 +95,5 @@ def test_architecture(arch, exporter, tmp_path):
     floor = _rel(_torch_gradient(net, x, target, torch.float32), reference)
     assert _rel(e.attribution, reference) <= max(1e-4, 10 * floor)
     for method in ("gradcam", "lrp"):
-        assert np.isfinite(explainer.explain(x, method).heatmap).all(), method
+        e = explainer.explain(x, method)
+        assert np.isfinite(e.heatmap).all() and not e.warnings, (method, e.warnings)

@@ -322,3 +322,20 @@ def test_deeplift_maxpool_variants_differ_only_through_maxpool(digits):
     captum_like = digits.explain(x, "deeplift", maxpool="gradient")
     assert not np.allclose(exact.attribution, captum_like.attribution)
     np.testing.assert_allclose(exact.score, captum_like.score)
+
+
+def test_a_non_finite_attribution_is_never_a_silent_success(save):
+    """A dense layer with an infinite weight: the gradient is not finite, and the explanation
+    says so in one line."""
+    from builders import conv_classifier
+    from onnx import numpy_helper
+
+    model = conv_classifier()
+    for i, tensor in enumerate(model.graph.initializer):
+        if tensor.name == "fc_w":
+            weights = numpy_helper.to_array(tensor).copy()
+            weights[0, :] = np.inf
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(weights, "fc_w"))
+    x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
+    e = Explainer(save(model), device="cpu").explain(x, "gradient", target=[0, 1])
+    assert len(e.warnings) == 1 and "2 of 2 input(s) is not finite" in e.warnings[0]  # 0 · inf is NaN too

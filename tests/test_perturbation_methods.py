@@ -142,10 +142,10 @@ def test_rise_and_lime_point_at_the_object_better_than_model_free_maps(shapes):
 def test_forward_only_model(save):
     """A model with an op that has no backward rule: gradients refuse, perturbation works."""
     model = conv_classifier()
-    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Sin"
+    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Asinh"
     explainer = Explainer(save(model), device="cpu")
     x = np.random.default_rng(1).standard_normal((2, 3, 8, 8)).astype(np.float32)
-    with pytest.raises(UnsupportedOperatorError, match="Sin.*forward-only methods"):
+    with pytest.raises(UnsupportedOperatorError, match="Asinh.*forward-only methods"):
         explainer.explain(x, "gradient")
     for method, params in (("occlusion", {"window": 3, "stride": 1}), ("rise", {"masks": 100}),
                            ("lime", {"samples": 100, "segments": "grid", "n_segments": 4})):
@@ -172,7 +172,7 @@ def test_cli_on_every_shipped_model(model, method, params, tmp_path, cli):
 
 def test_cli_on_a_forward_only_model(save, tmp_path, cli):
     model = conv_classifier()
-    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Sin"
+    next(n for n in model.graph.node if n.op_type == "Relu").op_type = "Asinh"
     np.save(tmp_path / "x.npy", np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32))
     failed = cli("explain", save(model), "--input", tmp_path / "x.npy", "--method", "gradient", "--out", tmp_path / "g.npz")
     assert failed.returncode == 1 and "forward-only methods" in failed.stderr

@@ -85,9 +85,9 @@ def test_bad_preset_and_alpha_beta():
 
 def test_unsupported_op_on_the_relevance_path_is_named():
     model = conv_classifier()
-    model.graph.node[1].op_type = "Sin"
+    model.graph.node[1].op_type = "Asinh"
     explainer = Explainer(model.SerializeToString(), device="cpu")
-    with pytest.raises(errors.UnsupportedOperatorError, match="'Sin'"):
+    with pytest.raises(errors.UnsupportedOperatorError, match="'Asinh'"):
         explainer.explain(np.zeros((1, 3, 8, 8), np.float32), "lrp")
 
 

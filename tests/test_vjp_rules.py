@@ -143,7 +143,7 @@ def test_same_tensor_on_both_sides_sums():
 UNARY = {
     "Relu": {}, "LeakyRelu": {"alpha": 0.2}, "Elu": {"alpha": 0.7}, "Selu": {}, "Celu": {"alpha": 1.3},
     "Sigmoid": {}, "Tanh": {}, "Softplus": {}, "HardSigmoid": {"alpha": 0.3, "beta": 0.4}, "HardSwish": {},
-    "Exp": {}, "Neg": {}, "Abs": {}, "Erf": {}, "Identity": {},
+    "Exp": {}, "Neg": {}, "Abs": {}, "Erf": {}, "Identity": {}, "Sin": {}, "Cos": {},
 }
 
 

@@ -101,6 +101,10 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     deviation = engine.twin_deviation(x)
     if deviation is not None:
         explanation.diagnostics["float32_twin_deviation"] = deviation
+    broken = ~np.isfinite(explanation.attribution.reshape(len(x), -1)).all(axis=1)
+    if broken.any():
+        explanation.warnings.append(f"the attribution of {int(broken.sum())} of {len(x)} input(s) is not finite "
+                                    f"(NaN or infinite): {name} cannot be trusted on this model")
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})

@@ -87,6 +87,16 @@ def reciprocal(ctx):
     return [g.op("Neg", g.op("Mul", ctx.ct, g.op("Mul", y, y)))]
 
 
+@vjp_rule("Sin")
+def sin(ctx):
+    return [ctx.g.op("Mul", ctx.ct, ctx.g.op("Cos", ctx.inputs[0]))]
+
+
+@vjp_rule("Cos")
+def cos(ctx):
+    return [ctx.g.op("Neg", ctx.g.op("Mul", ctx.ct, ctx.g.op("Sin", ctx.inputs[0])))]
+
+
 @vjp_rule("Erf")
 def erf(ctx):
     g, x = ctx.g, ctx.inputs[0]
