@@ -94,6 +94,17 @@ def _parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+def _params_by_name(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``--param NAME.key=value`` options as name → {key: value}."""
+    grouped: dict[str, dict] = {}
+    for key, value in _parse_params(pairs).items():
+        name, dot, field = key.partition(".")
+        if not dot or not field:
+            raise OnnxLensError(f"--param takes NAME.key=value (a method or metric name), got {key!r}")
+        grouped.setdefault(name, {})[field] = value
+    return grouped
+
+
 def _floats(text: Optional[str]) -> Optional[list[float]]:
     if text is None:
         return None
@@ -261,12 +272,7 @@ def evaluate(
         raise OnnxLensError(f"--out must end in .json, got {str(out)!r}")
     methods = [m.strip() for m in method.split(",") if m.strip()]
     metrics = [m.strip() for m in metric.split(",") if m.strip()] if metric else None
-    grouped: dict[str, dict] = {}
-    for key, value in _parse_params(param).items():
-        name, dot, field = key.partition(".")
-        if not dot or not field:
-            raise OnnxLensError(f"--param takes NAME.key=value (a method or metric name), got {key!r}")
-        grouped.setdefault(name, {})[field] = value
+    grouped = _params_by_name(param)
     for name in methods:
         method_info(name)
     for name in metrics or []:
@@ -361,13 +367,11 @@ def compare(
     if out.suffix.lower() != ".json":
         raise OnnxLensError(f"--out must end in .json, got {str(out)!r}")
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    grouped: dict[str, dict] = {name: {} for name in names}
-    for key, value in _parse_params(param).items():
-        name, dot, field = key.partition(".")
-        if not dot or name not in grouped:
-            raise OnnxLensError(f"--param takes METHOD.key=value for a chosen method, got {key!r}")
-        grouped[name][field] = value
-    grouped = {name: coerce_params(method_info(name), values) for name, values in grouped.items()}
+    given = _params_by_name(param)
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise OnnxLensError(f"--param names {unknown[0]!r}, which is not a chosen method")
+    grouped = {name: coerce_params(method_info(name), given.get(name, {})) for name in names}
     limits = {}
     for key, value in _parse_params(threshold).items():
         if key not in THRESHOLDS:
