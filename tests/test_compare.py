@@ -108,6 +108,7 @@ def test_audit_of_a_deployed_model_compares_it_with_its_reference(shapes_int8, t
     assert not results["verdict"]["passed"]
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Deployed form against its reference" in page and page.count("deployed map of") == 3 * 2
+    assert "QDQ · " in page and "clipped straight-through estimator" in page  # the model card says how
     with np.load(tmp_path / "run" / "deployment.npz") as data:
         assert data["pictures"].shape[0] == 3 and data["reference/gradcam"].shape == (3, 64, 64)
 
