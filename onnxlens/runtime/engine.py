@@ -20,7 +20,7 @@ from onnxlens.graph_ops.quantization import quantizers
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.runtime.cache import CompiledGraphCache
-from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, specialize
+from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, relative_deviation, specialize
 from onnxlens.runtime.session import Session, SessionConfig
 
 STE_MODES = ("clipped", "identity")
@@ -57,7 +57,7 @@ class Engine:
         image = self.spec.image_input
         self.row_shape = tuple(image.shape[1:])
         fixed = model.batch_rows
-        per_row = int(np.prod([d for d in self.probe_row_shape]))
+        per_row = int(np.prod(self.probe_row_shape))
         self.batch_size = fixed or batch_size or max(1, min(64, BATCH_BUDGET_FLOATS // per_row))
         self._fixed_batch = fixed
         self._requested_batch = batch_size
@@ -169,10 +169,7 @@ class Engine:
         x = self.check_input(x)
         deployed = self.forward(x)
         twin = self._batched(self.cache.get(self.key, {"kind": "twin"}, lambda: self.graph, self.config), x, {})
-        gaps = [np.abs(twin[o.name] - deployed[o.name]).reshape(len(x), -1).max(axis=1)
-                / np.maximum(np.abs(deployed[o.name]).reshape(len(x), -1).max(axis=1), 1e-12)
-                for o in self.spec.outputs]
-        return np.max(gaps, axis=0)
+        return np.max([relative_deviation(twin[o.name], deployed[o.name]) for o in self.spec.outputs], axis=0)
 
     def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
             rules: RuleSet | None = None, probability: bool = False, output: str | None = None,

@@ -165,15 +165,17 @@ def with_float32_twin(imported: ImportedModel, precision: str) -> ImportedModel:
     deployed = create_session(imported.model, _DEPLOYED_CONFIG).run(feeds)
     raised = create_session(twin, _DEPLOYED_CONFIG).run({k: v.astype(np.float32) if v.dtype.kind == "f" else v
                                                           for k, v in feeds.items()})
-    deviation = max(_relative_deviation(raised[name], value) for name, value in deployed.items())
+    deviation = float(max(relative_deviation(raised[name], value).max(initial=0.0) for name, value in deployed.items()))
     return replace(imported, model=twin, deployed=imported.model, precision=precision, twin_deviation=deviation,
                    verification=imported.verification + f"; float32 twin within {deviation:.2g} (relative) of the "
                    f"deployed {precision} outputs")
 
 
-def _relative_deviation(twin: np.ndarray, deployed: np.ndarray) -> float:
-    deployed = deployed.astype(np.float64)
-    return float(np.max(np.abs(twin - deployed), initial=0.0) / max(np.max(np.abs(deployed), initial=0.0), 1e-12))
+def relative_deviation(twin: np.ndarray, deployed: np.ndarray) -> np.ndarray:
+    """Per row (axis 0): the largest |twin − deployed|, relative to the row's largest |deployed|."""
+    rows = len(deployed)
+    gap = np.abs(twin.astype(np.float64) - deployed.astype(np.float64)).reshape(rows, -1).max(axis=1, initial=0.0)
+    return gap / np.maximum(np.abs(deployed.astype(np.float64)).reshape(rows, -1).max(axis=1, initial=0.0), 1e-12)
 
 
 def _probe_ranks(model: onnx.ModelProto, tensors) -> dict[str, int]:
