@@ -13,7 +13,7 @@ from onnx import TensorProto, helper
 from builders import make_model, vi
 from conftest import MODELS, quantize_with_ort
 from onnxlens import Explainer, import_model
-from onnxlens.graph_ops.summary import quantization_summary
+from onnxlens.graph_ops.quantization import quantization_summary
 
 SHAPES = MODELS / "shapes_cnn.onnx"
 

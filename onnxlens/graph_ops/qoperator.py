@@ -33,7 +33,6 @@ _MOVEMENT = {"MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze
 
 class _Rewriter:
     def __init__(self, model: onnx.ModelProto):
-        self.model = model
         self.names = NameAllocator(model)
         self.consts = constant_arrays(model.graph)
         self.qparams: dict[str, tuple[str, str]] = {}  #: quantized tensor → (scale, zero point)

@@ -1,8 +1,9 @@
-"""The quantizers of an int8 graph: where each QuantizeLinear maps float values to integers,
-and which values it saturates."""
+"""Facts about an int8 graph: how it is quantized (format, integer types, granularity, ops),
+the integer type each QuantizeLinear produces, and which values its quantizers saturate."""
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,24 @@ INTEGER_RANGES = {
     onnx.TensorProto.INT4: (-8, 7),
     onnx.TensorProto.UINT4: (0, 15),
 }
+
+
+#: Integer-kernel ops of the QOperator format (ai.onnx and com.microsoft), with the input
+#: positions of their (scale, zero point) pairs.
+QOPERATOR_QPARAMS = {
+    "QLinearConv": ((1, 2), (4, 5), (6, 7)), "QLinearMatMul": ((1, 2), (4, 5), (6, 7)),
+    "QGemm": ((1, 2), (4, 5), (7, 8)), "QLinearAdd": ((1, 2), (4, 5), (6, 7)), "QLinearMul": ((1, 2), (4, 5), (6, 7)),
+    "QLinearGlobalAveragePool": ((1, 2), (3, 4)), "QLinearAveragePool": ((1, 2), (3, 4)),
+    "QLinearLeakyRelu": ((1, 2), (3, 4)), "QLinearSigmoid": ((1, 2), (3, 4)), "QLinearSoftmax": ((1, 2), (3, 4)),
+    "QLinearConcat": (), "MatMulInteger": (), "ConvInteger": (), "DynamicQuantizeLinear": (),
+}
+_QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def integer_type(node: onnx.NodeProto, zero_point_type: int | None) -> int:
+    """The element type a QuantizeLinear produces: its zero point's, else its ``output_dtype``
+    attribute, else uint8 (as ONNX defines it)."""
+    return zero_point_type or node_attr(node, "output_dtype", 0) or onnx.TensorProto.UINT8
 
 
 @dataclass(frozen=True)
@@ -56,11 +75,40 @@ def quantizers(model: onnx.ModelProto) -> list[Quantizer]:
         zero = consts.get(zero_name)
         if zero_name and zero is None:
             continue
-        elem = onnx.helper.np_dtype_to_tensor_dtype(zero.dtype) if zero is not None else (
-            node_attr(node, "output_dtype", 0) or onnx.TensorProto.UINT8)
+        elem = integer_type(node, None if zero is None else onnx.helper.np_dtype_to_tensor_dtype(zero.dtype))
         if elem not in INTEGER_RANGES:
             continue
         zero = np.zeros(1) if zero is None else zero.astype(np.float64)
         found.append(Quantizer(node.input[0], consts[node.input[1]].astype(np.float64), zero,
                                node_attr(node, "axis", 1), *INTEGER_RANGES[elem]))
     return found
+
+
+def quantization_summary(model: onnx.ModelProto) -> dict | None:
+    """How a model is quantized, or None: ``format`` (QDQ: Quantize/DequantizeLinear around
+    float ops; QOperator: integer-kernel ops such as QLinearConv), the integer ``types``,
+    ``granularity`` (per-tensor and/or per-channel scales) and the quantized ``ops``."""
+    graph = model.graph
+    consts = constant_arrays(graph)
+    qdq = [n for n in graph.node if n.op_type in _QDQ_OPS]
+    qop = [n for n in graph.node if n.op_type in QOPERATOR_QPARAMS]
+    if not qdq and not qop:
+        return None
+    pairs = [(n.input[1], n.input[2] if len(n.input) > 2 else "") for n in qdq]
+    pairs += [(n.input[s], n.input[z]) for n in qop for s, z in QOPERATOR_QPARAMS[n.op_type] if s < len(n.input)]
+    types, granularity = set(), set()
+    for scale, zero in pairs:
+        if zero in consts:
+            types.add(consts[zero].dtype.name)
+        if scale in consts:
+            granularity.add("per-channel" if consts[scale].size > 1 else "per-tensor")
+    dequantized = {o for n in qdq if n.op_type == "DequantizeLinear" for o in n.output}
+    quantized_ops = Counter(n.op_type for n in qop)
+    quantized_ops.update(n.op_type for n in graph.node
+                         if n.op_type not in _QDQ_OPS and any(i in dequantized for i in n.input))
+    return {
+        "format": "QOperator" if qop else "QDQ",
+        "types": sorted(types) or ["uint8"],
+        "granularity": sorted(granularity),
+        "ops": dict(sorted(quantized_ops.items())),
+    }

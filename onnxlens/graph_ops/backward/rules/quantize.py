@@ -16,7 +16,7 @@ import onnx
 
 from onnxlens.graph_ops.backward.overrides import RuleSet, by_op
 from onnxlens.graph_ops.backward.registry import vjp_rule
-from onnxlens.graph_ops.quantization import INTEGER_RANGES
+from onnxlens.graph_ops.quantization import INTEGER_RANGES, integer_type
 
 
 def _along_axis(ctx, param: str, data: str) -> str:
@@ -32,13 +32,6 @@ def _along_axis(ctx, param: str, data: str) -> str:
     return ctx.g.op("Reshape", param, ctx.g.ints([-1 if i == axis else 1 for i in range(rank)], "per_channel"))
 
 
-def _quantized_type(ctx) -> int:
-    zero_point = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] else None
-    if zero_point is not None:
-        return ctx.elem_type(zero_point)
-    return ctx.attr("output_dtype", 0) or onnx.TensorProto.UINT8
-
-
 @vjp_rule("DequantizeLinear")
 def dequantize_linear(ctx):
     """y = (q − zero_point) · scale."""
@@ -49,7 +42,8 @@ def dequantize_linear(ctx):
 def quantize_linear(ctx):
     """q = saturate(round(x / scale) + zero_point); cotangent ct / scale inside the range."""
     g, x = ctx.g, ctx.inputs[0]
-    qtype = _quantized_type(ctx)
+    zero_point = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] else None
+    qtype = integer_type(ctx.node, ctx.elem_type(zero_point) if zero_point else None)
     if qtype not in INTEGER_RANGES:
         ctx.unsupported(f"quantization to {onnx.TensorProto.DataType.Name(qtype)} has no straight-through rule")
     scale = _along_axis(ctx, ctx.inputs[1], x)
