@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from onnx import helper
 
 from builders import make_model, vi
-from vjp_check import half_defined, half_vjp, vjp_and_fd
+from onnxlens.graph_ops.backward import append_vjp
+from vjp_check import half_defined, half_vjp, vjp_and_fd, with_run_shapes
 
 RNG = np.random.default_rng(0)
 
@@ -64,6 +65,7 @@ CONV_CASES = {
     "same-lower": (dict(auto_pad="SAME_LOWER"), (1, 2, 6, 6), (3, 2, 4, 4)),
     "valid-stride3": (dict(auto_pad="VALID", strides=[3, 3]), (1, 2, 10, 11), (3, 2, 3, 3)),
     "1x1-stride2": (dict(strides=[2, 2]), (1, 3, 7, 7), (5, 3, 1, 1)),
+    "resnet-stem": (dict(strides=[2, 2], pads=[3, 3, 3, 3]), (1, 3, 16, 16), (4, 3, 7, 7)),
     "1d": (dict(strides=[2], pads=[1, 0]), (2, 3, 9), (4, 3, 3)),
 }
 
@@ -73,6 +75,20 @@ def test_conv(case):
     attrs, xs, ws = CONV_CASES[case]
     model = single("Conv", xs, len(xs), extra=["w", "b"], weights=[("w", W(*ws)), ("b", W(ws[0]))], **attrs)
     check(model, W(*xs))
+
+
+@pytest.mark.parametrize("case", ["stride2-pads", "stride2-odd", "1x1-stride2", "resnet-stem"])
+def test_strided_adjoint_pads_are_symmetric(case):
+    """ONNX Runtime's CUDA provider moves a ConvTranspose with asymmetric pads to the CPU (and
+    copies its tensors both ways): the usual stride-2 adjoints keep their pads symmetric."""
+    attrs, xs, ws = CONV_CASES[case]
+    model = single("Conv", xs, len(xs), extra=["w"], weights=[("w", W(*ws))], **attrs)
+    vjp = append_vjp(with_run_shapes(model, {"x": W(*xs)}), ["y"], ["x"])
+    transposes = [n for n in vjp.model.graph.node if n.op_type == "ConvTranspose"]
+    assert transposes
+    for node in transposes:
+        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [0, 0, 0, 0])
+        assert pads[:2] == pads[2:], pads
 
 
 @pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(strides=[2, 2], pads=[1, 0, 1, 0], output_padding=[1, 1]),

@@ -110,19 +110,26 @@ class Emitter:
         group: int = 1,
     ) -> str:
         """ConvTranspose of ``dy`` (spatial ``in_spatial``) whose output has exactly
-        ``out_spatial``: the adjoint of a convolution with these attributes. Extra trailing
-        output is cropped through end pads; a missing tail is added as output_padding when
-        smaller than the stride, else as zero padding."""
+        ``out_spatial``: the adjoint of a convolution with these attributes. Pads stay
+        symmetric where output_padding (< stride) can make up the difference — ONNX Runtime's
+        CUDA provider runs only symmetric pads and moves any other ConvTranspose to the CPU;
+        otherwise extra trailing output is cropped through end pads, and a missing tail is
+        added as output_padding when smaller than the stride, else as zero padding."""
         ends, extra = [], []
         for size, n, k, s, d, pb in zip(out_spatial, in_spatial, kernel, strides, dilations, pads_begin):
             full = (n - 1) * s + d * (k - 1) + 1 - pb
             ends.append(max(full - size, 0))
             extra.append(max(size - full, 0))
-        use_op = all(e < s for e, s in zip(extra, strides))
-        attrs = dict(strides=list(strides), dilations=list(dilations), group=group,
-                     pads=list(pads_begin) + ends, kernel_shape=list(kernel))
-        if use_op and any(extra):
-            attrs["output_padding"] = extra
+        symmetric = [pb - e + x for pb, e, x in zip(pads_begin, ends, extra)]
+        if all(0 <= p < s for p, s in zip(symmetric, strides)):
+            pads, padding = list(pads_begin) * 2, symmetric
+        else:
+            pads, padding = list(pads_begin) + ends, extra
+        use_op = all(p < s for p, s in zip(padding, strides))
+        attrs = dict(strides=list(strides), dilations=list(dilations), group=group, pads=pads,
+                     kernel_shape=list(kernel))
+        if use_op and any(padding):
+            attrs["output_padding"] = padding
         out = self.op("ConvTranspose", dy, weight, **attrs)
         if not use_op:
             zeros = [0] * (2 + len(extra))
