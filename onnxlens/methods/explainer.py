@@ -20,12 +20,15 @@ class Explainer:
         e = explainer.explain(x, method="integrated_gradients", steps=32)
 
     ``x`` is one input (without batch axis) or a batch, shaped and laid out as the model takes it.
+    ``tf32=True`` lets CUDA trade float32 accuracy for speed (see :class:`SessionConfig`).
     """
 
     def __init__(self, model: str | os.PathLike | bytes | ImportedModel, device: str = "auto",
-                 threads: int | None = None, layout: str | None = None, batch_size: int | None = None):
+                 threads: int | None = None, layout: str | None = None, batch_size: int | None = None,
+                 tf32: bool = False):
         self.model = model if isinstance(model, ImportedModel) else import_model(model, layout=layout)
-        self.engine = Engine(self.model, SessionConfig(device=device, threads=threads), batch_size=batch_size)
+        config = SessionConfig(device=device, threads=threads, tf32=tf32)
+        self.engine = Engine(self.model, config, batch_size=batch_size)
 
     def explain(self, x: np.ndarray, method: str = "gradient", target=None, **params) -> Explanation:
         return run_method(method, self.engine, x, target, **params)

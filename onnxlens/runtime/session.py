@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -38,14 +40,32 @@ def cuda_available() -> bool:
     return _CUDA in ort.get_available_providers() and gpu_present()
 
 
+_cuda_libraries_loaded = False
+
+
+def _load_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from NVIDIA's pip packages (``onnxruntime-gpu[cuda,cudnn]``) when
+    the system has none on its library path; ``preload_dlls`` prints what it cannot find,
+    which the session's own error already says."""
+    global _cuda_libraries_loaded
+    if _cuda_libraries_loaded or not hasattr(ort, "preload_dlls"):
+        return
+    _cuda_libraries_loaded = True
+    with contextlib.suppress(Exception), contextlib.redirect_stdout(io.StringIO()):
+        ort.preload_dlls()
+
+
 @dataclass(frozen=True)
 class SessionConfig:
     """How to run: ``device`` (auto | cpu | cuda), intra-op ``threads`` (None = ORT's default),
-    graph ``optimization`` (disable | basic | extended | all)."""
+    graph ``optimization`` (disable | basic | extended | all), and ``tf32``: whether CUDA may
+    run float32 convolutions and matrix products in TensorFloat-32 (10-bit mantissa; off, so
+    that results on a GPU match float32 references)."""
 
     device: str = "auto"
     threads: int | None = None
     optimization: str = "all"
+    tf32: bool = False
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -98,8 +118,10 @@ def create_session(model: onnx.ModelProto | bytes, config: SessionConfig | None 
     fallback = None
     if config.device in ("auto", "cuda"):
         if cuda_available():
+            _load_cuda_libraries()
+            cuda = (_CUDA, {"use_tf32": str(int(config.tf32))})
             try:
-                session = Session(ort.InferenceSession(data, options, providers=[_CUDA, _CPU]))
+                session = Session(ort.InferenceSession(data, options, providers=[cuda, _CPU]))
             except Exception as exc:
                 session, fallback = None, f"CUDA session failed: {_one_line(exc)}"
             if session is not None and session.device == "cuda":
