@@ -1,0 +1,29 @@
+"""No telemetry: a CLI run writes nothing into the user's home directory but matplotlib's own
+configuration folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+MODEL = Path(__file__).resolve().parent.parent / "models" / "digits_cnn.onnx"
+
+
+def test_cli_writes_nothing_into_home(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(MODEL.parent / "samples" / "digits" / "test.npz")["x"][:2])
+    for args in (["inspect", str(MODEL)], ["explain", str(MODEL), "--input", str(x), "--method", "gradient",
+                                           "--out", str(tmp_path / "e.npz")]):
+        run = subprocess.run([sys.executable, "-m", "onnxlens.cli", *args], env=env, cwd=tmp_path,
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, run.stderr
+    written = {p.relative_to(home).as_posix() for p in home.rglob("*")}
+    assert written <= {".config", ".config/matplotlib", ".cache", ".cache/matplotlib"}, written
