@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -178,11 +179,8 @@ def explain(
         return
     if not input.exists():
         raise OnnxLensError(f"input {str(input)!r} does not exist")
-    if input.suffix.lower() == ".npy":
-        try:
-            x = np.load(input, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise OnnxLensError(f"cannot read {str(input)!r} as a .npy array: {exc}") from None
+    if input.suffix.lower() in (".npy", ".npz"):
+        x = _load_array(input, None, "input")
     else:
         x = load_image(input, spec, prep)
     batch = explainer.engine.check_input(x)
@@ -203,8 +201,8 @@ def _load_array(path: Path, key: Optional[str], what: str):
         raise OnnxLensError(f"{what} {str(path)!r} does not exist")
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise OnnxLensError(f"cannot read {str(path)!r} as .npy/.npz: {exc}") from None
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
+        raise OnnxLensError(f"cannot read {str(path)!r} as .npy/.npz: {_one_line(str(exc)) or 'the file is empty'}") from None
     if not hasattr(data, "files"):
         return data
     with data:
@@ -720,6 +718,9 @@ def _one_line(message: str) -> str:
 
 def main() -> None:
     """Console entry point: runs the app, turning errors into one line on stderr."""
+    # Only onnxlens speaks on stderr: library warnings (numpy's overflow or invalid-value
+    # notes among them) stay quiet, and non-finite results are refused explicitly.
+    warnings.simplefilter("ignore")
     try:
         app()
     except OnnxLensError as exc:

@@ -81,6 +81,10 @@ class ImageReadError(OnnxLensError):
     """An input image file could not be read or decoded."""
 
 
+class NonFiniteResultError(OnnxLensError):
+    """A score or attribution came out NaN or infinite: the result cannot be trusted."""
+
+
 class InputShapeError(OnnxLensError):
     """An array given to a model does not match the model's input."""
 

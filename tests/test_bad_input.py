@@ -7,7 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from builders import conv_classifier, make_model, vi
-from onnxlens import errors, import_model
+from onnxlens import Explainer, errors, import_model
+from onnxlens.limits import ResourceLimitError
 
 
 def _truncated(tmp_path):
@@ -69,6 +70,56 @@ def _absolute_external(tmp_path):
     return model
 
 
+def _weight(model, edit):
+    edit(model.graph.initializer[0])
+    return model
+
+
+def _raw_data_too_long(tmp_path):
+    return _weight(conv_classifier(), lambda t: setattr(t, "raw_data", numpy_helper.to_array(t).tobytes() + b"\0" * 8))
+
+
+def _unknown_data_type(tmp_path):
+    return _weight(conv_classifier(), lambda t: setattr(t, "data_type", 99))
+
+
+def _segmented(tmp_path):
+    def edit(t):
+        t.segment.begin, t.segment.end = 0, 4
+    return _weight(conv_classifier(), edit)
+
+
+def _no_outputs(tmp_path):
+    model = conv_classifier()
+    del model.graph.output[:]
+    return model
+
+
+def _metadata_not_utf8(tmp_path):
+    model = conv_classifier()
+    model.metadata_props.add(key="author", value="AUTHORXY")
+    return model.SerializeToString().replace(b"AUTHORXY", b"AUTH\xff\xfeXY")
+
+
+def _declared_dims(dims):
+    def make(tmp_path):
+        model = conv_classifier()
+        for d, v in zip(model.graph.input[0].type.tensor_type.shape.dim, dims):
+            d.dim_value = v
+        return model
+    return make
+
+
+def _loop_bomb(tmp_path):
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["c_in"], ["c_out"]), helper.make_node("Relu", ["v_in"], ["v_out"])], "body",
+        [vi("i", [], TensorProto.INT64), vi("c_in", [], TensorProto.BOOL), vi("v_in", [1, 3, 8, 8])],
+        [vi("c_out", [], TensorProto.BOOL), vi("v_out", [1, 3, 8, 8])])
+    nodes = [helper.make_node("Loop", ["M", "c", "x"], ["y"], body=body)]
+    weights = [("M", np.array(10 ** 12, np.int64)), ("c", np.array(True))]
+    return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 3, 8, 8])], weights, opset=17)
+
+
 BAD_INPUTS = {
     "truncated": (_truncated, errors.TruncatedModelError, "truncated"),
     "random bytes": (_random_bytes, errors.NotOnnxError, "not an ONNX model"),
@@ -80,6 +131,14 @@ BAD_INPUTS = {
     "unknown op": (_unknown_op, errors.UnknownOperatorError, "'FancyRelu'"),
     "external data leaves folder": (_traversal, errors.UnsafeExternalDataError, "leaves the model's folder"),
     "absolute external data": (_absolute_external, errors.UnsafeExternalDataError, "not a relative path"),
+    "raw data too long": (_raw_data_too_long, errors.InvalidModelError, "bytes of data; its shape"),
+    "unknown data type": (_unknown_data_type, errors.InvalidModelError, "data type 99, which ONNX does not define"),
+    "segmented tensor": (_segmented, errors.InvalidModelError, "stored in segments"),
+    "no outputs": (_no_outputs, errors.InvalidModelError, "has no outputs"),
+    "metadata not UTF-8": (_metadata_not_utf8, errors.InvalidModelError, "value is not valid UTF-8"),
+    "huge image dims": (_declared_dims([1, 3, 120000, 120000]), ResourceLimitError, "ONNXLENS_MAX_INPUT_ELEMENTS"),
+    "huge fixed batch": (_declared_dims([2 ** 40]), ResourceLimitError, "211,106,232,532,992 elements"),
+    "loop of 10^12 trips": (_loop_bomb, ResourceLimitError, "1,000,000,000,000 iterations"),
 }
 
 
@@ -177,3 +236,64 @@ def test_hostile_names_stay_on_one_line(save, cli):
 def test_loading_from_bytes(tmp_path):
     imported = import_model(conv_classifier().SerializeToString())
     assert imported.loaded.path is None and len(imported.sha256) == 64
+
+
+BAD_ARRAYS = {
+    "strings": (np.array([["a"]]), "dtype <U1"),
+    "bytes": (np.array([b"ab"]), "dtype |S2"),
+    "complex": (np.zeros((1, 3, 8, 8), np.complex64), "dtype complex64"),
+    "structured": (np.zeros(2, dtype=[("a", "f4")]), "dtype |V4"),
+    "empty batch": (np.zeros((0, 3, 8, 8), np.float32), "no rows"),
+    "NaN": (np.full((2, 3, 8, 8), np.nan, np.float32), "row(s) 0, 1 hold NaN or infinite values"),
+    "beyond float32": (np.full((1, 3, 8, 8), 1e39), "row(s) 0 hold NaN or infinite values"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ARRAYS, ids=list(BAD_ARRAYS))
+def test_bad_arrays_get_one_line(case, tmp_path, save, cli):
+    array, phrase = BAD_ARRAYS[case]
+    path = save(conv_classifier())
+    with pytest.raises(errors.InputShapeError, match=phrase.replace("(", r"\(").replace(")", r"\)")):
+        Explainer(path, device="cpu").explain(array)
+    np.save(tmp_path / "x.npy", array)
+    result = cli("explain", path, "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz")
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("onnxlens: error: ") and phrase in result.stderr
+
+
+def test_an_empty_npy_file_is_one_line(tmp_path, save, cli):
+    (tmp_path / "x.npy").write_bytes(b"")
+    result = cli("explain", save(conv_classifier()), "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz")
+    assert result.returncode == 1 and result.stderr.startswith("onnxlens: error: cannot read")
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("method, param, phrase", [
+    ("smoothgrad", "sigma=nan", "must be finite, got nan"),
+    ("integrated_gradients", "steps=1000000000", "1,000,000,000, above the limit of 100,000"),
+    ("rise", "masks=200000", "set ONNXLENS_MAX_PARAMETER_COUNT to raise it"),
+])
+def test_parameters_are_finite_and_capped(method, param, phrase, tmp_path, save, cli):
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32))
+    result = cli("explain", save(conv_classifier()), "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz",
+                 "--method", method, "--param", param)
+    assert result.returncode == 1 and phrase in result.stderr and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_limit_is_raised_or_lowered_by_its_variable(save, monkeypatch):
+    explainer = Explainer(save(conv_classifier()), device="cpu")
+    x = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
+    monkeypatch.setenv("ONNXLENS_MAX_PARAMETER_COUNT", "8")
+    with pytest.raises(ResourceLimitError, match="is 9, above the limit of 8"):
+        explainer.explain(x, "integrated_gradients", steps=9)
+    assert explainer.explain(x, "integrated_gradients", steps=8).attribution.shape == x.shape
+
+
+def test_image_bombs_are_refused_from_the_header(tmp_path, save, cli):
+    from PIL import Image
+
+    Image.new("L", (3000, 3000)).save(tmp_path / "big.png")
+    result = cli("explain", save(conv_classifier()), "--input", tmp_path / "big.png", "--out", tmp_path / "e.npz",
+                 env={"ONNXLENS_MAX_IMAGE_PIXELS": "1000000"})
+    assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
+    assert "(3000×3000) is 9,000,000 pixels, above the limit of 1,000,000" in result.stderr

@@ -324,11 +324,13 @@ def test_deeplift_maxpool_variants_differ_only_through_maxpool(digits):
     np.testing.assert_allclose(exact.score, captum_like.score)
 
 
-def test_a_non_finite_attribution_is_never_a_silent_success(save):
-    """A dense layer with an infinite weight: the gradient is not finite, and the explanation
-    says so in one line."""
+def test_a_non_finite_result_is_never_a_silent_success(save):
+    """A dense layer with an infinite weight: scores and gradient are not finite, and the
+    explanation is an error naming them, never a result."""
     from builders import conv_classifier
     from onnx import numpy_helper
+
+    from onnxlens.errors import NonFiniteResultError
 
     model = conv_classifier()
     for i, tensor in enumerate(model.graph.initializer):
@@ -337,5 +339,6 @@ def test_a_non_finite_attribution_is_never_a_silent_success(save):
             weights[0, :] = np.inf
             model.graph.initializer[i].CopyFrom(numpy_helper.from_array(weights, "fc_w"))
     x = np.random.default_rng(0).random((2, 3, 8, 8), dtype=np.float32)
-    e = Explainer(save(model), device="cpu").explain(x, "gradient", target=[0, 1])
-    assert len(e.warnings) == 1 and "2 of 2 input(s) is not finite" in e.warnings[0]  # 0 · inf is NaN too
+    explainer = Explainer(save(model), device="cpu")
+    with pytest.raises(NonFiniteResultError, match="score is not finite .* for 1 of 2 input.*first row 0"):
+        explainer.explain(x, "gradient", target=[0, 1])

@@ -23,8 +23,9 @@ from onnxlens.errors import (
     quote,
 )
 from onnxlens.graph_ops.qoperator import qoperator_to_qdq
+from onnxlens.limits import check as check_limit
 from onnxlens.graph_ops.opset_upgrade import CANONICAL_OPSET, UpgradeContext, upgrade_graph
-from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes
+from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes, iter_tensors
 
 MIN_SUPPORTED_OPSET = 11
 #: The newest default-domain opset and IR version that ONNX Runtime 1.31 loads.
@@ -78,10 +79,60 @@ def validate_model(model: onnx.ModelProto, label: str = "model") -> None:
         parts = [f"{quote(op)} (node {quote(names[0])}{' and others' if len(names) > 1 else ''})"
                  for op, names in sorted(unknown.items())]
         raise UnknownOperatorError(f"{label} uses op types unknown to ONNX: {', '.join(parts)}")
+    if not model.graph.output:
+        raise InvalidModelError(f"{label} has no outputs")
+    check_limit("graph_nodes", sum(1 for _ in iter_nodes(model.graph)), f"{label}'s graph")
+    _check_loop_trips(model.graph, label)
+    graphs = [model.graph, *(onnx.helper.make_graph(f.node, f.name, [], []) for f in model.functions)]
+    for tensor in (t for graph in graphs for t in iter_tensors(graph)):
+        _check_tensor(tensor, label)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise InvalidModelError(f"{label} fails the ONNX checker: {_first_line(exc)}") from None
+
+
+def _check_loop_trips(graph: onnx.GraphProto, label: str) -> None:
+    """A Loop whose trip count is a stored constant stays within the ``loop_trips`` limit (a
+    trip count computed at run time is bounded by the model's own data)."""
+    stored = {t.name: t for t in graph.initializer}
+    for node in iter_nodes(graph):
+        if node.op_type == "Constant" and node.output:
+            value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+            if value is not None:
+                stored[node.output[0]] = value
+    for node in iter_nodes(graph):
+        if node.op_type == "Loop" and node.input and node.input[0] in stored:
+            trips = numpy_helper.to_array(stored[node.input[0]])
+            if trips.size == 1:
+                check_limit("loop_trips", int(trips.reshape(-1)[0]), f"{label}: Loop node {quote(node.name)}")
+
+
+_PACKED_4BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
+                *([onnx.TensorProto.FLOAT4E2M1] if hasattr(onnx.TensorProto, "FLOAT4E2M1") else [])}
+
+
+def _check_tensor(tensor: onnx.TensorProto, label: str) -> None:
+    """A stored tensor whose data type ONNX defines, not segmented, and whose raw bytes fill
+    exactly its declared shape."""
+    name = quote(tensor.name or "(unnamed)")
+    if tensor.data_type not in onnx.TensorProto.DataType.values() or tensor.data_type == onnx.TensorProto.UNDEFINED:
+        raise InvalidModelError(f"{label}: tensor {name} has data type {tensor.data_type}, which ONNX does not define")
+    if tensor.HasField("segment"):
+        raise InvalidModelError(f"{label}: tensor {name} is stored in segments, which onnxlens does not read")
+    if any(d < 0 for d in tensor.dims):
+        raise InvalidModelError(f"{label}: tensor {name} has a negative dimension {list(tensor.dims)}")
+    if not tensor.raw_data or tensor.data_type == onnx.TensorProto.STRING:
+        return
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    expected = (count + 1) // 2 if tensor.data_type in _PACKED_4BIT else count * itemsize
+    if len(tensor.raw_data) != expected:
+        raise InvalidModelError(
+            f"{label}: tensor {name} holds {len(tensor.raw_data):,} bytes of data; its shape {list(tensor.dims)} "
+            f"of {onnx.TensorProto.DataType.Name(tensor.data_type)} needs {expected:,}")
 
 
 #: Runs a model and returns the rank of each named tensor (what ONNX shape inference left

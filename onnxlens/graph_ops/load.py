@@ -14,6 +14,7 @@ from onnx import external_data_helper
 
 from onnxlens.errors import (
     EmptyGraphError,
+    InvalidModelError,
     MissingExternalDataError,
     ModelLoadError,
     ModelNotFoundError,
@@ -124,7 +125,26 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
         raise NotOnnxError(f"{label} is not an ONNX model (the bytes are not an ONNX protobuf)") from None
     if model.ir_version <= 0 or not model.HasField("graph") or not model.opset_import:
         raise NotOnnxError(f"{label} is not an ONNX model (no IR version, graph or opset)")
+    field = _undecodable_text(model, "model")
+    if field:
+        raise InvalidModelError(f"{label}: the text of {field} is not valid UTF-8")
     return model
+
+
+def _undecodable_text(message, path: str) -> str | None:
+    """The path of the first string field that did not decode as UTF-8 (protobuf then hands
+    back bytes), or None."""
+    for field, value in message.ListFields():
+        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
+        if field.type == field.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in (value if repeated else [value])):
+                return f"{path}.{field.name}"
+        elif field.type == field.TYPE_MESSAGE:
+            for i, item in enumerate(value if repeated else [value]):
+                found = _undecodable_text(item, f"{path}.{field.name}[{i}]" if repeated else f"{path}.{field.name}")
+                if found:
+                    return found
+    return None
 
 
 def _looks_like_onnx_header(data: bytes) -> bool:

@@ -147,26 +147,34 @@ def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, pr
     if base not in HEATMAP_REDUCTION:
         raise MethodError(f"base must be one of {', '.join(HEATMAP_REDUCTION)}, got {base!r}")
     base_info = method_info(base)
-    if noise is None:
-        rng = np.random.default_rng(seed)
-        span = (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1)) * sigma
-        noise = rng.standard_normal((samples, *x.shape)).astype(np.float32) * span.reshape(1, -1, *[1] * (x.ndim - 1))
-    noise = np.asarray(noise, dtype=np.float32)
-    if noise.shape[1:] != x.shape:
-        raise MethodError(f"noise must have shape (samples, *{x.shape}), got {noise.shape}")
-    noisy = (x[None] + noise).reshape(-1, *x.shape[1:])
-    kw = {"probability": probability}
-    inner = base_info.fn(engine, noisy, np.tile(target, len(noise)), **kw)
-    attrs = inner.attribution.reshape(len(noise), *x.shape).astype(np.float64)
-    if kind == "smoothgrad":
-        attribution = attrs.mean(axis=0)
-    elif kind == "smoothgrad_squared":
-        attribution = (attrs ** 2).mean(axis=0)
-    else:
-        attribution = attrs.var(axis=0)
-    attribution = attribution.astype(np.float32)
+    if noise is not None:
+        noise = np.asarray(noise, dtype=np.float32)
+        if noise.ndim < 1 or noise.shape[1:] != x.shape:
+            raise MethodError(f"noise must have shape (samples, *{x.shape}), got {noise.shape}")
+        samples = len(noise)
+    rng = np.random.default_rng(seed)
+    span = (x.reshape(len(x), -1).max(axis=1) - x.reshape(len(x), -1).min(axis=1)) * sigma
+    span = span.reshape(1, -1, *[1] * (x.ndim - 1))
+    # Noisy copies are drawn and explained a chunk of samples at a time, so memory stays that of
+    # one engine batch whatever ``samples`` is; the sums are float64.
+    total = np.zeros(x.shape, np.float64)
+    squares = np.zeros(x.shape, np.float64)
+    chunk = max(1, engine.batch_size // len(x))
+    for start in range(0, samples, chunk):
+        count = min(chunk, samples - start)
+        part = (noise[start:start + count] if noise is not None
+                else rng.standard_normal((count, *x.shape)).astype(np.float32) * span)
+        noisy = (x[None] + part).reshape(-1, *x.shape[1:])
+        inner = base_info.fn(engine, noisy, np.tile(target, count), probability=probability)
+        attrs = inner.attribution.reshape(count, *x.shape).astype(np.float64)
+        total += attrs.sum(axis=0)
+        squares += (attrs ** 2).sum(axis=0)
+    mean = total / samples
+    attribution = {"smoothgrad": mean, "smoothgrad_squared": squares / samples,
+                   "vargrad": np.maximum(squares / samples - mean ** 2, 0.0)}[kind].astype(np.float32)
     score = target_scores(engine.forward(x)[engine.score_name(probability)], target)
-    return Explanation(attribution, HEATMAP_REDUCTION[base](engine, attribution), target, score, kind, params={"samples": len(noise)})
+    return Explanation(attribution, HEATMAP_REDUCTION[base](engine, attribution), target, score, kind,
+                       params={"samples": samples})
 
 
 def _register_noise_tunnel(kind):

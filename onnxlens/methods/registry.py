@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from onnxlens.errors import OnnxLensError, quote
+from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
+from onnxlens.limits import COUNT_PARAMETERS
+from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
 
 
@@ -82,6 +85,11 @@ def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type
         except ValueError:
             raise error(f"parameter {quote(key)} of {quote(info.name)} takes a "
                         f"{type(default).__name__}, got {quote(value)}") from None
+    for key, value in out.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise error(f"parameter {quote(key)} of {quote(info.name)} must be finite, got {value}")
+        if key in COUNT_PARAMETERS and isinstance(value, int) and not isinstance(value, bool):
+            check_limit("parameter_count", value, f"parameter {quote(key)} of {quote(info.name)}")
     return out
 
 
@@ -101,15 +109,22 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     deviation = engine.twin_deviation(x)
     if deviation is not None:
         explanation.diagnostics["float32_twin_deviation"] = deviation
-    broken = ~np.isfinite(explanation.attribution.reshape(len(x), -1)).all(axis=1)
-    if broken.any():
-        explanation.warnings.append(f"the attribution of {int(broken.sum())} of {len(x)} input(s) is not finite "
-                                    f"(NaN or infinite): {name} cannot be trusted on this model")
+    check_finite(name, explanation, len(x))
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
+
+
+def check_finite(name: str, explanation: Explanation, rows: int) -> None:
+    """A NaN or infinite score or attribution is an error naming the rows, never a result."""
+    for what, values in (("the model's score", explanation.score), ("the attribution", explanation.attribution)):
+        broken = ~np.isfinite(np.asarray(values, dtype=np.float64).reshape(rows, -1)).all(axis=1)
+        if broken.any():
+            raise NonFiniteResultError(
+                f"{what} is not finite (NaN or infinite) for {int(broken.sum())} of {rows} input(s), first row "
+                f"{int(np.flatnonzero(broken)[0])}: {name} cannot be trusted on this model")
 
 
 def saturation_warnings(engine, x: np.ndarray, explanation: Explanation) -> list[str]:

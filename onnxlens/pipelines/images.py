@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from onnxlens.errors import ImageReadError, quote
+from onnxlens.limits import ResourceLimitError
+from onnxlens.limits import check as check_limit
 from onnxlens.graph_ops.model_spec import InputSpec
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -38,7 +41,11 @@ def load_image(path: Path, spec: InputSpec, prep: Preprocessing = Preprocessing(
     """One input row (no batch axis) in the model's layout; ImageReadError if unreadable."""
     channels = spec.channels if isinstance(spec.channels, int) else 3
     try:
-        with Image.open(path) as img:
+        with warnings.catch_warnings():  # PIL's own bomb warning; the limit below is stricter
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img_file = Image.open(path)
+        with img_file as img:
+            check_limit("image_pixels", img.size[0] * img.size[1], f"image {quote(str(path))} ({img.size[0]}×{img.size[1]})")
             img = img.convert("L" if channels == 1 else "RGB")
             h, w = spec.spatial
             if isinstance(h, int) and isinstance(w, int) and prep.resize_shorter:
@@ -50,6 +57,9 @@ def load_image(path: Path, spec: InputSpec, prep: Preprocessing = Preprocessing(
             elif isinstance(h, int) and isinstance(w, int) and img.size != (w, h):
                 img = img.resize((w, h), Image.BILINEAR)
             pixels = np.asarray(img, dtype=np.float32)
+    except Image.DecompressionBombError:
+        raise ResourceLimitError(f"image {quote(str(path))} has more pixels than Pillow decodes "
+                                 f"({2 * Image.MAX_IMAGE_PIXELS:,})") from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ImageReadError(f"cannot read image {quote(str(path))}: {exc}") from None
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels

@@ -29,6 +29,11 @@ PRECISIONS = ("float32", "model")
 BATCH_BUDGET_FLOATS = 1 << 23
 
 
+def _rows(indices: np.ndarray, shown: int = 5) -> str:
+    listed = ", ".join(str(i) for i in indices[:shown])
+    return listed + (f" and {len(indices) - shown} more" if len(indices) > shown else "")
+
+
 @dataclass(frozen=True)
 class VjpResult:
     scores: np.ndarray  #: the explained tensor (logits by default), one row per input
@@ -113,18 +118,27 @@ class Engine:
         return self.spec.image_input.name
 
     def check_input(self, x: np.ndarray) -> np.ndarray:
-        """``x`` as a float32 batch shaped for the model, or a clear error."""
+        """``x`` as a float32 batch shaped for the model, or a clear error: numbers only (real
+        floats, integers or booleans), at least one row, every value finite."""
         x = np.asarray(x)
+        shown = ", ".join("N" if e is None else str(e) for e in (None, *self.row_shape))
+        takes = f"the model's input {quote(self.input_name)} takes [{shown}] ({self.spec.image_input.layout}, float32)"
+        if x.dtype.kind not in "fiub":
+            raise InputShapeError(f"input has dtype {x.dtype.str if x.dtype.kind == 'V' else x.dtype}; {takes}")
         if x.ndim == len(self.row_shape):
             x = x[None]
         expected = (None, *self.row_shape)
         if x.ndim != len(expected) or any(isinstance(e, int) and e != d for e, d in zip(expected[1:], x.shape[1:])):
-            shown = ", ".join("N" if e is None else str(e) for e in expected)
-            raise InputShapeError(
-                f"input has shape {tuple(x.shape)}; the model's input {quote(self.input_name)} "
-                f"takes [{shown}] ({self.spec.image_input.layout})"
-            )
-        return x.astype(np.float32, copy=False)
+            raise InputShapeError(f"input has shape {tuple(x.shape)}; {takes}")
+        if len(x) == 0:
+            raise InputShapeError(f"input has no rows (shape {tuple(x.shape)}); {takes}")
+        with np.errstate(over="ignore"):  # beyond float32's range: refused just below
+            x = x.astype(np.float32, copy=False)
+        finite = np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if not finite.all():
+            raise InputShapeError(f"input row(s) {_rows(np.flatnonzero(~finite))} hold NaN or infinite values "
+                                  "(or values beyond float32's range)")
+        return x
 
     def score_name(self, probability: bool = False, output: str | None = None) -> str:
         return score_tensor(self.spec, output, probability)

@@ -11,7 +11,7 @@ import onnx
 from onnx import helper
 
 from onnxlens import __version__
-from onnxlens.errors import CanonicalizationError, OnnxLensError, RuntimeFailure, quote
+from onnxlens.errors import CanonicalizationError, InvalidModelError, OnnxLensError, RuntimeFailure, quote
 from onnxlens.graph_ops.canonical import canonicalize, default_opset, validate_model
 from onnxlens.graph_ops.backward import backward_coverage
 from onnxlens.graph_ops.expose import expose
@@ -20,6 +20,7 @@ from onnxlens.graph_ops.load import LoadedModel, load_model
 from onnxlens.graph_ops.model_spec import ModelSpec, model_spec
 from onnxlens.graph_ops.precision import float32_twin, half_precision
 from onnxlens.graph_ops.simplify import score_tensor
+from onnxlens.limits import check as check_limit
 from onnxlens.graph_ops.summary import summarize_graph
 from onnxlens.runtime.session import SessionConfig, create_session
 
@@ -233,6 +234,10 @@ def probe_feeds(model: onnx.ModelProto, batch: int, size: tuple[int, int] = PROB
         symbolic = [i for i, d in enumerate(tt.shape.dim) if i > 0 and not d.HasField("dim_value")]
         dims = [d.dim_value if d.HasField("dim_value") else
                 batch if i == 0 else size[1] if i == symbolic[-1] else size[0] for i, d in enumerate(tt.shape.dim)]
+        if any(d < 0 for d in dims):
+            raise InvalidModelError(f"input {quote(vi.name)} declares a negative dimension {dims}")
+        check_limit("input_elements", int(np.prod(dims, dtype=object)),
+                    f"input {quote(vi.name)} {dims} at the probe size")
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         feeds[vi.name] = (rng.random(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
                           else np.zeros(dims, dtype))
