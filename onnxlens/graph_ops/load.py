@@ -134,14 +134,15 @@ def _parse(data: bytes, label: str) -> onnx.ModelProto:
 def _undecodable_text(message, path: str) -> str | None:
     """The path of the first string field that did not decode as UTF-8 (protobuf then hands
     back bytes), or None."""
-    for field, value in message.ListFields():
-        repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == field.LABEL_REPEATED
-        if field.type == field.TYPE_STRING:
+    for descriptor, value in message.ListFields():
+        repeated = (descriptor.is_repeated if hasattr(descriptor, "is_repeated")
+                    else descriptor.label == descriptor.LABEL_REPEATED)
+        if descriptor.type == descriptor.TYPE_STRING:
             if any(isinstance(v, bytes) for v in (value if repeated else [value])):
-                return f"{path}.{field.name}"
-        elif field.type == field.TYPE_MESSAGE:
+                return f"{path}.{descriptor.name}"
+        elif descriptor.type == descriptor.TYPE_MESSAGE:
             for i, item in enumerate(value if repeated else [value]):
-                found = _undecodable_text(item, f"{path}.{field.name}[{i}]" if repeated else f"{path}.{field.name}")
+                found = _undecodable_text(item, f"{path}.{descriptor.name}[{i}]" if repeated else f"{path}.{descriptor.name}")
                 if found:
                     return found
     return None
