@@ -297,3 +297,67 @@ def test_image_bombs_are_refused_from_the_header(tmp_path, save, cli):
                  env={"ONNXLENS_MAX_IMAGE_PIXELS": "1000000"})
     assert result.returncode == 1 and result.stderr.count("\n") == 1, result.stderr
     assert "(3000×3000) is 9,000,000 pixels, above the limit of 1,000,000" in result.stderr
+
+
+def _external(tensor: TensorProto, location: str, offset: int = 0, length: int = 4) -> TensorProto:
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return tensor
+
+
+def _function_constant_model(location: str, offset: int = 0, length: int = 4) -> onnx.ModelProto:
+    """x → local.AddK (a model-local function whose Constant keeps its value externally) → y."""
+    k = _external(numpy_helper.from_array(np.ones(1, np.float32), "k"), location, offset, length)
+    function = helper.make_function("local", "AddK", ["a"], ["b"], [
+        helper.make_node("Constant", [], ["k"], value=k), helper.make_node("Add", ["a", "k"], ["b"])],
+        opset_imports=[helper.make_opsetid("", 17)])
+    model = make_model([helper.make_node("AddK", ["x"], ["y"], domain="local")], [vi("x", [1, 3, 8, 8])],
+                       [vi("y", [1, 3, 8, 8])], opset=17)
+    model.opset_import.append(helper.make_opsetid("local", 1))
+    model.functions.append(function)
+    return model
+
+
+def test_external_data_of_a_function_constant_is_checked(tmp_path, monkeypatch):
+    """A canary beside the working directory and one outside the model's folder: neither is
+    read, whatever the working directory; data inside the folder loads."""
+    folder, elsewhere = tmp_path / "model", tmp_path / "cwd"
+    folder.mkdir(), elsewhere.mkdir()
+    canary = np.float32(1234.5).tobytes()
+    (elsewhere / "secret.bin").write_bytes(canary)
+    (tmp_path / "outside.bin").write_bytes(canary)
+    monkeypatch.chdir(elsewhere)
+    for location, error, phrase in (("secret.bin", errors.MissingExternalDataError, "missing"),
+                                    ("../outside.bin", errors.UnsafeExternalDataError, "leaves the model's folder")):
+        onnx.save(_function_constant_model(location), folder / "m.onnx")
+        with pytest.raises(error, match=phrase):
+            import_model(folder / "m.onnx")
+    (folder / "k.bin").write_bytes(np.float32(2.0).tobytes())
+    onnx.save(_function_constant_model("k.bin"), folder / "m.onnx")
+    from onnxlens.graph_ops.load import load_model
+    loaded = load_model(folder / "m.onnx")
+    assert loaded.external_data == ("k.bin",)
+    constant = loaded.model.functions[0].node[0].attribute[0].t
+    assert numpy_helper.to_array(constant).tolist() == [2.0]
+
+
+def test_external_data_offset_and_length_stay_in_the_file(tmp_path):
+    (tmp_path / "k.bin").write_bytes(b"\0" * 8)
+    onnx.save(_function_constant_model("k.bin", offset=6, length=4), tmp_path / "m.onnx")
+    with pytest.raises(errors.UnsafeExternalDataError, match="reads bytes 6..10 of 'k.bin', which has 8"):
+        import_model(tmp_path / "m.onnx")
+
+
+def test_external_data_of_a_sparse_initializer_is_refused(tmp_path):
+    (tmp_path / "v.bin").write_bytes(b"\0" * 16)
+    model = conv_classifier()
+    values = _external(numpy_helper.from_array(np.ones(1, np.float32), "s"), "v.bin")
+    indices = numpy_helper.from_array(np.zeros(1, np.int64), "s_indices")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [4]))
+    onnx.save(model, tmp_path / "m.onnx")
+    with pytest.raises(errors.UnsafeExternalDataError, match="sparse tensor"):
+        import_model(tmp_path / "m.onnx")

@@ -24,7 +24,7 @@ from onnxlens.errors import (
     UnsafeExternalDataError,
     quote,
 )
-from onnxlens.graph_ops.tensors import iter_tensors
+from onnxlens.graph_ops.tensors import stored_tensors
 
 #: Default cap on model size (file plus external data), in bytes; ``ONNXLENS_MAX_MODEL_BYTES``
 #: overrides it.
@@ -106,6 +106,10 @@ def load_model(
             external_data_helper.load_external_data_for_model(model, str(base_dir))
         except Exception as exc:  # onnx raises several types for bad offsets/lengths
             raise ModelLoadError(f"{label}: cannot read its external data ({exc})") from None
+        left = next((t for t in stored_tensors(model) if external_data_helper.uses_external_data(t)), None)
+        if left is not None:  # never handed on: ONNX Runtime would read it relative to the working directory
+            raise UnsafeExternalDataError(f"{label}: the external data of tensor {quote(left.name)} "
+                                          "(a sparse tensor's) is not supported")
     return LoadedModel(
         model=model,
         sha256=digest.hexdigest(),
@@ -154,14 +158,18 @@ def _looks_like_onnx_header(data: bytes) -> bool:
 
 
 def _external_data_files(model: onnx.ModelProto, base_dir, label: str) -> list[Path]:
-    locations = set()
-    for tensor in iter_tensors(model.graph):
+    """The files every stored tensor's external data comes from — initializers, sparse
+    tensors, Constant values in subgraphs and model-local functions alike — each checked: a
+    relative path to a regular file inside the model's folder (symlinks resolved), its
+    offset and length within the file."""
+    references: dict[str, list[tuple[str, dict]]] = {}
+    for tensor in stored_tensors(model):
         if external_data_helper.uses_external_data(tensor):
             info = {e.key: e.value for e in tensor.external_data}
             if "location" not in info:
                 raise UnsafeExternalDataError(f"{label}: tensor {quote(tensor.name)} has external data without a location")
-            locations.add(info["location"])
-    if not locations:
+            references.setdefault(info["location"], []).append((tensor.name, info))
+    if not references:
         return []
     if base_dir is None:
         raise MissingExternalDataError(
@@ -169,7 +177,7 @@ def _external_data_files(model: onnx.ModelProto, base_dir, label: str) -> list[P
         )
     root = Path(base_dir).resolve()
     files = []
-    for location in sorted(locations):
+    for location in sorted(references):
         if not location or "\x00" in location or os.path.isabs(location) or Path(location).is_absolute():
             raise UnsafeExternalDataError(f"{label}: external data location {quote(location)} is not a relative path")
         target = (root / location).resolve()
@@ -179,5 +187,16 @@ def _external_data_files(model: onnx.ModelProto, base_dir, label: str) -> list[P
             )
         if not target.is_file():
             raise MissingExternalDataError(f"{label}: external data file {quote(location)} is missing")
+        size = target.stat().st_size
+        for name, info in references[location]:
+            try:
+                offset, length = int(info.get("offset", 0)), int(info.get("length", size))
+            except ValueError:
+                raise UnsafeExternalDataError(f"{label}: tensor {quote(name)} has a non-numeric external data "
+                                              "offset or length") from None
+            if offset < 0 or length < 0 or offset + length > size:
+                raise UnsafeExternalDataError(
+                    f"{label}: tensor {quote(name)} reads bytes {offset}..{offset + length} of {quote(location)}, "
+                    f"which has {size}")
         files.append(target)
     return files

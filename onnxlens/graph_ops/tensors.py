@@ -56,6 +56,39 @@ def iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
             yield from iter_tensors(sub)
 
 
+def _node_tensors(nodes) -> Iterator[onnx.TensorProto]:
+    for node in nodes:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.TENSOR:
+                yield attr.t
+            elif attr.type == onnx.AttributeProto.TENSORS:
+                yield from attr.tensors
+            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+                yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
+            elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
+                for sparse in attr.sparse_tensors:
+                    yield from (sparse.values, sparse.indices)
+        for sub in subgraphs(node):
+            yield from stored_tensors_of_graph(sub)
+
+
+def stored_tensors_of_graph(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a graph stores: initializers, sparse initializers' values and indices, and
+    tensors in node attributes (Constant values among them), subgraphs included."""
+    yield from graph.initializer
+    for sparse in graph.sparse_initializer:
+        yield from (sparse.values, sparse.indices)
+    yield from _node_tensors(graph.node)
+
+
+def stored_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model stores, in its graph and in its model-local functions: each may
+    point to external data."""
+    yield from stored_tensors_of_graph(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
 def constant_node_array(node: onnx.NodeProto) -> np.ndarray | None:
     """The value of a ``Constant`` node as an array, or None for string/sparse constants."""
     for attr in node.attribute:
