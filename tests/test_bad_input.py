@@ -361,3 +361,25 @@ def test_external_data_of_a_sparse_initializer_is_refused(tmp_path):
     onnx.save(model, tmp_path / "m.onnx")
     with pytest.raises(errors.UnsafeExternalDataError, match="sparse tensor"):
         import_model(tmp_path / "m.onnx")
+
+
+def test_hostile_strings_never_reach_the_terminal_raw(tmp_path, save, cli):
+    """Escape codes and newlines in an input name, a node name and metadata: a successful
+    inspect (text and JSON) and explain print them escaped, and no line forges onnxlens's."""
+    evil = "\x1b]0;retitled\x07\x1b[2J\nonnxlens: error: forged"
+    model = conv_classifier()
+    old = model.graph.input[0].name
+    for node in model.graph.node:
+        node.input[:] = [evil if name == old else name for name in node.input]
+    model.graph.input[0].name = model.graph.node[0].name = evil
+    model.metadata_props.add(key=evil, value=evil)
+    model.doc_string = model.producer_name = evil
+    path = save(model)
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32))
+    for args in (("inspect", path), ("inspect", path, "--json"), ("inspect", path, "--layers"),
+                 ("explain", path, "--input", tmp_path / "x.npy", "--out", tmp_path / "e.npz")):
+        result = cli(*args)
+        assert result.returncode == 0, result.stderr
+        text = result.stdout + result.stderr
+        assert "\x1b" not in text and "\x07" not in text
+        assert not any(line.startswith("onnxlens: error: forged") for line in text.splitlines())

@@ -1,6 +1,7 @@
 """Audit pipelines: configs, datasets, the audit functions, the Prefect flow (retries, halving,
 per-item failures), resume after kill -9, and the command line."""
 
+import contextlib
 import json
 import os
 import signal
@@ -248,6 +249,50 @@ def test_resume_after_kill_recomputes_only_missing_batches(tmp_path):
     assert resumed["provenance"]["tasks_computed"] == 24 * 3 - resumed["provenance"]["tasks_reused"]
     uninterrupted = audit.audit_directly({**config, "output": str(tmp_path / "clean")})
     assert _without_timing(resumed["evaluation"]) == _without_timing(uninterrupted["evaluation"])
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Child pid → command line, from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_kill_9_of_an_audit_leaves_no_api_server(tmp_path):
+    config = _config(tmp_path, dataset={"limit": 48}, batch_size=2, methods=["gradient", "integrated_gradients"])
+    (tmp_path / "audit.json").write_text(json.dumps(config))
+    proc = subprocess.Popen([sys.executable, "-m", "onnxlens.cli", "audit", str(tmp_path / "audit.json")],
+                            env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline, servers = time.time() + 120, {}
+        while time.time() < deadline and not servers and proc.poll() is None:
+            servers = {pid: cmd for pid, cmd in _children(proc.pid).items() if "uvicorn" in cmd}
+            time.sleep(0.2)
+        assert servers, "the audit started no API server"
+        os.kill(proc.pid, signal.SIGKILL)  # the audit alone, as the OOM killer or a scheduler would
+        proc.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(_alive(pid) for pid in servers):
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in servers), f"orphaned: {servers}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_cli_audit_of_a_model_with_flags_and_the_verdict_exit_code(tmp_path, cli):

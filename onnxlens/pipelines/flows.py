@@ -49,7 +49,7 @@ from prefect.tasks import exponential_backoff  # noqa: E402
 from onnxlens.errors import OnnxLensError  # noqa: E402
 from onnxlens.pipelines import audit  # noqa: E402
 from onnxlens.pipelines.config import load_config  # noqa: E402
-from onnxlens.pipelines.server import prefect_api  # noqa: E402
+from onnxlens.pipelines.server import ephemeral_api, prefect_api  # noqa: E402
 
 #: Called as progress(done, total) while a flow runs (set by the command line).
 progress_hook: Callable[[int, int], None] | None = None
@@ -157,8 +157,7 @@ def run_flow(flow_, config, run_dir: str | None = None) -> dict:
     heartbeat."""
     cfg = load_config(config) if not hasattr(config, "runner") else config
     with ExitStack() as stack:
-        if cfg.runner in ("dask", "ray"):
-            stack.enter_context(prefect_api())
+        stack.enter_context(prefect_api() if cfg.runner in ("dask", "ray") else ephemeral_api())
         stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
         return flow_.with_options(task_runner=_runner(cfg))(config, run_dir)
 

@@ -4,6 +4,7 @@ loopback with a throwaway home, stopped when the block ends."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -21,6 +22,56 @@ from onnxlens.errors import OnnxLensError
 
 class PrefectServerError(OnnxLensError):
     """A local Prefect server did not come up."""
+
+
+def _die_with_parent() -> None:
+    """In a child between fork and exec: ask Linux for SIGTERM when the parent dies
+    (``prctl(PR_SET_PDEATHSIG)``), so ``kill -9`` of an audit cannot orphan its API server."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
+#: ``preexec_fn`` for server processes: where Linux offers a parent-death signal.
+DIE_WITH_PARENT = _die_with_parent if sys.platform.startswith("linux") else None
+
+
+class _PopenDyingWithParent:
+    """``subprocess`` as Prefect's ephemeral server module sees it while it starts: Popen
+    with :data:`DIE_WITH_PARENT`."""
+
+    def __getattr__(self, name):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs):  # noqa: N802 — stands in for subprocess.Popen
+        kwargs.setdefault("preexec_fn", DIE_WITH_PARENT)
+        return subprocess.Popen(*args, **kwargs)
+
+
+@contextmanager
+def ephemeral_api(attempts: int = 2) -> Iterator[None]:
+    """Prefect's ephemeral API — the local server its client starts when PREFECT_API_URL is
+    unset — started here, so that the wait for it is bounded (its startup timeout, one retry)
+    and ends in one clear line, and so that it ends with this process even on ``kill -9``
+    (:data:`DIE_WITH_PARENT`, on Linux)."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    import prefect.server.api.server as prefect_server
+
+    server = prefect_server.SubprocessASGIServer()
+    for attempt in range(attempts):
+        try:
+            prefect_server.subprocess = _PopenDyingWithParent()
+            server.start()
+            break
+        except Exception as exc:  # noqa: BLE001 — Prefect raises RuntimeError, httpx errors, …
+            server.stop()
+            if attempt == attempts - 1:
+                reason = " ".join(str(exc).split())[:200]
+                raise PrefectServerError(f"Prefect's local API did not start after {attempts} tries: {reason}") from None
+        finally:
+            prefect_server.subprocess = subprocess
+    yield
 
 
 def _free_port() -> int:
@@ -66,7 +117,8 @@ def prefect_api(ui: bool = False, timeout: float = 120.0) -> Iterator[str]:
     command = [str(prefect), "server", "start", "--host", "127.0.0.1", "--port", str(port), "--analytics-off",
                "--ui" if ui else "--no-ui"]
     log = open(Path(home) / "server.log", "wb")  # noqa: SIM115 — kept open for the server's lifetime
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            preexec_fn=DIE_WITH_PARENT)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):
