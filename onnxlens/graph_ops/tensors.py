@@ -136,6 +136,7 @@ class NameAllocator:
 
     def __init__(self, model: onnx.ModelProto):
         self._used = set()
+        self._next: dict[str, int] = {}
         graph = model.graph
         self._used.update(t.name for t in graph.initializer)
         self._used.update(v.name for v in (*graph.input, *graph.output, *graph.value_info))
@@ -146,9 +147,11 @@ class NameAllocator:
 
     def __call__(self, hint: str) -> str:
         base = f"{RESERVED_PREFIX}{hint}"
-        name, i = base, 0
+        i = self._next.get(base, 0)  # names are base, base_1, base_2, …: resume where the last one ended
+        name = f"{base}_{i}" if i else base
         while name in self._used:
             i += 1
             name = f"{base}_{i}"
+        self._next[base] = i + 1
         self._used.add(name)
         return name
