@@ -199,19 +199,26 @@ def _load_array(path: Path, key: Optional[str], what: str):
 
     if not path.exists():
         raise OnnxLensError(f"{what} {str(path)!r} does not exist")
+    cannot = f"cannot read {str(path)!r} as .npy/.npz"
     try:
-        data = np.load(path, allow_pickle=False)
+        # A .npy is mapped first, so a header claiming more data than the file holds is
+        # refused before anything is allocated; MemoryError: the same claim inside a .npz.
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
+        if not hasattr(data, "files"):
+            return np.array(data)
+        with data:
+            names = list(data.files)
+            chosen = key or (names[0] if len(names) == 1 else "x" if what == "input" and "x" in names else None)
+            if chosen not in names:
+                raise OnnxLensError(f"{str(path)!r} holds {', '.join(names)}; name the {what} array with "
+                                    f"--{'input' if what == 'input' else 'masks'}-key")
+            return data[chosen]
     except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
-        raise OnnxLensError(f"cannot read {str(path)!r} as .npy/.npz: {_one_line(str(exc)) or 'the file is empty'}") from None
-    if not hasattr(data, "files"):
-        return data
-    with data:
-        names = list(data.files)
-        chosen = key or (names[0] if len(names) == 1 else "x" if what == "input" and "x" in names else None)
-        if chosen not in names:
-            raise OnnxLensError(f"{str(path)!r} holds {', '.join(names)}; name the {what} array with "
-                                f"--{'input' if what == 'input' else 'masks'}-key")
-        return data[chosen]
+        if "mmap length is greater than file size" in str(exc):
+            raise OnnxLensError(f"{cannot}: its header claims more data than the file holds") from None
+        raise OnnxLensError(f"{cannot}: {_one_line(str(exc)) or 'the file is empty'}") from None
+    except MemoryError:
+        raise OnnxLensError(f"{cannot}: its header claims more data than the file holds") from None
 
 
 def _inputs(input: Path, key: Optional[str], spec, prep):

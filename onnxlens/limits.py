@@ -41,6 +41,8 @@ class Limit:
 LIMITS = {
     #: one input tensor a model declares or is given (a 3×4096×4096 image is 50 M)
     "input_elements": Limit("ONNXLENS_MAX_INPUT_ELEMENTS", 1 << 27, "elements"),
+    #: one inner tensor of a model run at its probe size (1 GiB of float32)
+    "tensor_elements": Limit("ONNXLENS_MAX_TENSOR_ELEMENTS", 1 << 28, "elements"),
     #: nodes of a model's main graph (large detectors and ViTs have a few thousand)
     "graph_nodes": Limit("ONNXLENS_MAX_GRAPH_NODES", 50_000, "nodes"),
     #: the constant trip count of a Loop

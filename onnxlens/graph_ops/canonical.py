@@ -83,6 +83,11 @@ def validate_model(model: onnx.ModelProto, label: str = "model") -> None:
         raise InvalidModelError(f"{label} has no outputs")
     check_limit("graph_nodes", sum(1 for _ in iter_nodes(model.graph)), f"{label}'s graph")
     _check_loop_trips(model.graph, label)
+    for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        elem = vi.type.tensor_type.elem_type
+        if vi.type.HasField("tensor_type") and elem not in onnx.TensorProto.DataType.values():
+            raise InvalidModelError(f"{label}: tensor {quote(vi.name)} is declared with data type {elem}, "
+                                    "which ONNX does not define")
     graphs = [model.graph, *(onnx.helper.make_graph(f.node, f.name, [], []) for f in model.functions)]
     for tensor in (t for graph in graphs for t in iter_tensors(graph)):
         _check_tensor(tensor, label)

@@ -241,7 +241,30 @@ def probe_feeds(model: onnx.ModelProto, batch: int, size: tuple[int, int] = PROB
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         feeds[vi.name] = (rng.random(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
                           else np.zeros(dims, dtype))
+    _check_tensor_sizes(model, feeds)
     return feeds
+
+
+def _check_tensor_sizes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> None:
+    """Refuse, before running it, a model whose inner tensors at these input shapes would be
+    larger than the ``tensor_elements`` limit (by ONNX shape inference; tensors it cannot
+    size are left to the run)."""
+    fixed = onnx.ModelProto()
+    fixed.CopyFrom(model)
+    for vi in fixed.graph.input:
+        if vi.name in feeds:
+            vi.type.tensor_type.shape.Clear()
+            for d in feeds[vi.name].shape:
+                vi.type.tensor_type.shape.dim.add().dim_value = int(d)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+    except Exception:  # noqa: BLE001 — shape inference gives up on some graphs; the run decides then
+        return
+    for vi in (*inferred.graph.value_info, *inferred.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            check_limit("tensor_elements", int(np.prod([d.dim_value for d in dims], dtype=object)),
+                        f"tensor {quote(vi.name)} {[d.dim_value for d in dims]} at the probe size")
 
 
 @dataclass(frozen=True)
