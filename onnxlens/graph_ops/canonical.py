@@ -22,10 +22,10 @@ from onnxlens.errors import (
     UnsupportedOpsetError,
     quote,
 )
-from onnxlens.graph_ops.qoperator import qoperator_to_qdq
-from onnxlens.limits import check as check_limit
 from onnxlens.graph_ops.opset_upgrade import CANONICAL_OPSET, UpgradeContext, upgrade_graph
-from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes, iter_tensors
+from onnxlens.graph_ops.qoperator import qoperator_to_qdq
+from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes, stored_tensors, tensor_numel
+from onnxlens.limits import check as check_limit
 
 MIN_SUPPORTED_OPSET = 11
 #: The newest default-domain opset and IR version that ONNX Runtime 1.31 loads.
@@ -88,8 +88,7 @@ def validate_model(model: onnx.ModelProto, label: str = "model") -> None:
         if vi.type.HasField("tensor_type") and elem not in onnx.TensorProto.DataType.values():
             raise InvalidModelError(f"{label}: tensor {quote(vi.name)} is declared with data type {elem}, "
                                     "which ONNX does not define")
-    graphs = [model.graph, *(onnx.helper.make_graph(f.node, f.name, [], []) for f in model.functions)]
-    for tensor in (t for graph in graphs for t in iter_tensors(graph)):
+    for tensor in stored_tensors(model):
         _check_tensor(tensor, label)
     try:
         onnx.checker.check_model(model)
@@ -101,16 +100,15 @@ def _check_loop_trips(graph: onnx.GraphProto, label: str) -> None:
     """A Loop whose trip count is a stored constant stays within the ``loop_trips`` limit (a
     trip count computed at run time is bounded by the model's own data)."""
     stored = {t.name: t for t in graph.initializer}
+    constants = {n.output[0]: n for n in iter_nodes(graph) if n.op_type == "Constant" and n.output}
     for node in iter_nodes(graph):
-        if node.op_type == "Constant" and node.output:
-            value = next((a.t for a in node.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
-            if value is not None:
-                stored[node.output[0]] = value
-    for node in iter_nodes(graph):
-        if node.op_type == "Loop" and node.input and node.input[0] in stored:
-            trips = numpy_helper.to_array(stored[node.input[0]])
-            if trips.size == 1:
-                check_limit("loop_trips", int(trips.reshape(-1)[0]), f"{label}: Loop node {quote(node.name)}")
+        if node.op_type != "Loop" or not node.input:
+            continue
+        name = node.input[0]
+        trips = (numpy_helper.to_array(stored[name]) if name in stored
+                 else constant_node_array(constants[name]) if name in constants else None)
+        if trips is not None and trips.size == 1:
+            check_limit("loop_trips", int(trips.reshape(-1)[0]), f"{label}: Loop node {quote(node.name)}")
 
 
 _PACKED_4BIT = {onnx.TensorProto.INT4, onnx.TensorProto.UINT4,
@@ -129,9 +127,7 @@ def _check_tensor(tensor: onnx.TensorProto, label: str) -> None:
         raise InvalidModelError(f"{label}: tensor {name} has a negative dimension {list(tensor.dims)}")
     if not tensor.raw_data or tensor.data_type == onnx.TensorProto.STRING:
         return
-    count = 1
-    for d in tensor.dims:
-        count *= d
+    count = tensor_numel(tensor)
     itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     expected = (count + 1) // 2 if tensor.data_type in _PACKED_4BIT else count * itemsize
     if len(tensor.raw_data) != expected:

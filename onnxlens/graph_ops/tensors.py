@@ -44,49 +44,41 @@ def iter_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
 
 
 def iter_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every stored tensor: initializers and Constant node values, subgraphs included."""
+    """Every dense stored tensor: initializers and Constant node values, subgraphs included."""
+    return _graph_tensors(graph, sparse=False)
+
+
+def stored_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every tensor a model stores — initializers, sparse tensors' values and indices, tensors
+    in node attributes, in subgraphs and in model-local functions: each may point to external
+    data."""
+    yield from _graph_tensors(model.graph, sparse=True)
+    for function in model.functions:
+        yield from _node_tensors(function.node, sparse=True)
+
+
+def _graph_tensors(graph: onnx.GraphProto, sparse: bool) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.TENSOR:
-                yield attr.t
-            elif attr.type == onnx.AttributeProto.TENSORS:
-                yield from attr.tensors
-        for sub in subgraphs(node):
-            yield from iter_tensors(sub)
+    if sparse:
+        for tensor in graph.sparse_initializer:
+            yield from (tensor.values, tensor.indices)
+    yield from _node_tensors(graph.node, sparse)
 
 
-def _node_tensors(nodes) -> Iterator[onnx.TensorProto]:
+def _node_tensors(nodes, sparse: bool) -> Iterator[onnx.TensorProto]:
     for node in nodes:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.TENSOR:
                 yield attr.t
             elif attr.type == onnx.AttributeProto.TENSORS:
                 yield from attr.tensors
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSOR:
+            elif sparse and attr.type == onnx.AttributeProto.SPARSE_TENSOR:
                 yield from (attr.sparse_tensor.values, attr.sparse_tensor.indices)
-            elif attr.type == onnx.AttributeProto.SPARSE_TENSORS:
-                for sparse in attr.sparse_tensors:
-                    yield from (sparse.values, sparse.indices)
+            elif sparse and attr.type == onnx.AttributeProto.SPARSE_TENSORS:
+                for tensor in attr.sparse_tensors:
+                    yield from (tensor.values, tensor.indices)
         for sub in subgraphs(node):
-            yield from stored_tensors_of_graph(sub)
-
-
-def stored_tensors_of_graph(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a graph stores: initializers, sparse initializers' values and indices, and
-    tensors in node attributes (Constant values among them), subgraphs included."""
-    yield from graph.initializer
-    for sparse in graph.sparse_initializer:
-        yield from (sparse.values, sparse.indices)
-    yield from _node_tensors(graph.node)
-
-
-def stored_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
-    """Every tensor a model stores, in its graph and in its model-local functions: each may
-    point to external data."""
-    yield from stored_tensors_of_graph(model.graph)
-    for function in model.functions:
-        yield from _node_tensors(function.node)
+            yield from _graph_tensors(sub, sparse)
 
 
 def constant_node_array(node: onnx.NodeProto) -> np.ndarray | None:
