@@ -20,8 +20,8 @@ from onnxlens.graph_ops.load import LoadedModel, load_model
 from onnxlens.graph_ops.model_spec import ModelSpec, model_spec
 from onnxlens.graph_ops.precision import float32_twin, half_precision
 from onnxlens.graph_ops.simplify import score_tensor
-from onnxlens.limits import check as check_limit
 from onnxlens.graph_ops.summary import summarize_graph
+from onnxlens.limits import check as check_limit
 from onnxlens.runtime.session import SessionConfig, create_session
 
 #: Image sizes (height, width) a model with a symbolic image size is run at when imported, the
@@ -249,8 +249,15 @@ def _check_tensor_sizes(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) ->
     """Refuse, before running it, a model whose inner tensors at these input shapes would be
     larger than the ``tensor_elements`` limit (by ONNX shape inference; tensors it cannot
     size are left to the run)."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
+    fixed = onnx.ModelProto(ir_version=model.ir_version, opset_import=model.opset_import, functions=model.functions)
+    fixed.graph.node.extend(model.graph.node)
+    fixed.graph.input.extend(model.graph.input)
+    fixed.graph.output.extend(model.graph.output)
+    for t in model.graph.initializer:  # weights by shape only: inference reads their dims, not their bytes
+        if t.data_type == onnx.TensorProto.INT64 or len(t.raw_data) <= 1024:
+            fixed.graph.initializer.append(t)
+        else:
+            fixed.graph.initializer.add(name=t.name, data_type=t.data_type, dims=t.dims)
     for vi in fixed.graph.input:
         if vi.name in feeds:
             vi.type.tensor_type.shape.Clear()
