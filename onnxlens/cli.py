@@ -200,6 +200,7 @@ def _load_array(path: Path, key: Optional[str], what: str):
     if not path.exists():
         raise OnnxLensError(f"{what} {str(path)!r} does not exist")
     cannot = f"cannot read {str(path)!r} as .npy/.npz"
+    overclaims = f"{cannot}: its header claims more data than the file holds"
     try:
         # A .npy is mapped first, so a header claiming more data than the file holds is
         # refused before anything is allocated; MemoryError: the same claim inside a .npz.
@@ -215,10 +216,10 @@ def _load_array(path: Path, key: Optional[str], what: str):
             return data[chosen]
     except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         if "mmap length is greater than file size" in str(exc):
-            raise OnnxLensError(f"{cannot}: its header claims more data than the file holds") from None
+            raise OnnxLensError(overclaims) from None
         raise OnnxLensError(f"{cannot}: {_one_line(str(exc)) or 'the file is empty'}") from None
     except MemoryError:
-        raise OnnxLensError(f"{cannot}: its header claims more data than the file holds") from None
+        raise OnnxLensError(overclaims) from None
 
 
 def _inputs(input: Path, key: Optional[str], spec, prep):
