@@ -22,7 +22,9 @@ Selector = Callable[[onnx.NodeProto, "SelectionContext"], bool]
 
 @dataclass(frozen=True)
 class SelectionContext:
-    first_layer: str | None  #: name of the first layer node on the differentiated path
+    #: the output of the first layer node on the differentiated path (node names may be empty
+    #: or repeated; output names are unique)
+    first_layer: str | None
 
 
 def by_op(*op_types: str) -> Selector:
@@ -38,7 +40,7 @@ def by_tensor(*names: str) -> Selector:
 
 
 def first_layer() -> Selector:
-    return lambda node, ctx: ctx.first_layer is not None and node.name == ctx.first_layer
+    return lambda node, ctx: ctx.first_layer is not None and node.output[0] == ctx.first_layer
 
 
 @dataclass(frozen=True)
@@ -59,5 +61,5 @@ class RuleSet:
 
 
 def find_first_layer(nodes: Sequence[onnx.NodeProto]) -> str | None:
-    """The first layer node among ``nodes`` (given in topological order)."""
-    return next((n.name for n in nodes if n.op_type in LAYER_OPS), None)
+    """The output of the first layer node among ``nodes`` (given in topological order)."""
+    return next((n.output[0] for n in nodes if n.op_type in LAYER_OPS), None)
