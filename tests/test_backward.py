@@ -132,6 +132,24 @@ def test_gradient_at_inner_tensor_and_input_together():
     np.testing.assert_allclose(got[summed.totals["x"]], out[both.grads["x"]].sum(axis=(1, 2, 3)), rtol=1e-4, atol=1e-6)
 
 
+def _relu_scale_chain(length):
+    nodes = [helper.make_node(("Relu", "Mul")[i % 2], [f"t{i - 1}" if i else "x", *(["k"] if i % 2 else [])],
+                              [f"t{i}"]) for i in range(length)]
+    nodes.append(helper.make_node("Identity", [f"t{length - 1}"], ["y"]))
+    model = make_model(nodes, [vi("x", [2, 6])], [vi("y", 2)], [("k", np.full((6,), 0.5, np.float32))])
+    return with_run_shapes(model, {"x": f32(2, 6)})
+
+
+def test_a_deep_backward_graph_shares_its_small_constants():
+    """One initializer per distinct small value, not per node; one node per row total."""
+    sizes = {}
+    for length in (10, 40):
+        vjp = append_vjp(_relu_scale_chain(length), ["y"], ["x"], totals=[f"t{i}" for i in range(length)])
+        sizes[length] = len(vjp.model.graph.initializer), len(vjp.model.graph.node)
+    assert sizes[10][0] == sizes[40][0]
+    assert sizes[40][1] - sizes[10][1] <= 4 * 30  # forward node, VJP, total, accumulation
+
+
 def test_output_independent_of_wrt_is_an_error():
     model = with_run_shapes(_relu_net(), {"x": f32(2, 6)})
     with pytest.raises(errors.InvalidModelError, match="is not in the graph"):

@@ -14,6 +14,8 @@ from onnx import helper, numpy_helper
 from onnxlens.graph_ops.tensors import NameAllocator
 
 Shape = tuple  # of int (static) or str (symbolic, e.g. the batch)
+#: constants up to this many elements are emitted once per value and shared
+_SHARED_CONST_ELEMENTS = 64
 
 
 class Emitter:
@@ -23,6 +25,7 @@ class Emitter:
         self.names = names
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
+        self._shared: dict[tuple, str] = {}
         #: the float type of the values the current rule computes with (float16 in a half-
         #: precision graph): float constants and masks are emitted in it
         self.float_dtype = np.dtype(np.float32)
@@ -40,9 +43,17 @@ class Emitter:
         return outs[0] if outputs == 1 else outs
 
     def const(self, value, hint: str = "const", dtype=None) -> str:
-        """A constant of ``dtype`` (default: :attr:`float_dtype`)."""
+        """A constant of ``dtype`` (default: :attr:`float_dtype`); small ones are shared, so a
+        deep graph does not carry one initializer per node (ONNX Runtime's session setup grows
+        with their count)."""
+        array = np.asarray(value, dtype=dtype or self.float_dtype)
+        key = (array.dtype.str, array.shape, array.tobytes()) if array.size <= _SHARED_CONST_ELEMENTS else None
+        if key in self._shared:
+            return self._shared[key]
         name = self.names(hint)
-        self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=dtype or self.float_dtype), name))
+        self.initializers.append(numpy_helper.from_array(array, name))
+        if key is not None:
+            self._shared[key] = name
         return name
 
     def ints(self, values: Sequence[int], hint: str = "ints") -> str:

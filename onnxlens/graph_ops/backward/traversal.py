@@ -113,9 +113,11 @@ def append_vjp(
             graph.output.append(_value_info(grads[t], infos.get(t), constants.get(t)))
         if t in totals:
             row_sums[t] = total_name(t)
-            rows = g.op("Reshape", ct, g.ints([0, -1], "rows"))
-            g.nodes.append(helper.make_node("ReduceSum", [rows, g.ints([1], "axes")], [row_sums[t]], keepdims=0,
-                                            name=g.names("total")))
+            rank = len(infos[t].type.tensor_type.shape.dim) if t in infos else 0
+            if rank < 2:  # unknown rank: one row per leading index
+                ct, rank = g.op("Reshape", ct, g.ints([0, -1], "rows")), 2
+            g.nodes.append(helper.make_node("ReduceSum", [ct, g.ints(range(1, rank), "axes")], [row_sums[t]],
+                                            keepdims=0, name=g.names("total")))
             graph.output.append(helper.make_tensor_value_info(row_sums[t], elem_types.get(t, onnx.TensorProto.FLOAT),
                                                               [None]))
     for o in outputs:
