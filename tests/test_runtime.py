@@ -19,6 +19,26 @@ def test_cpu_session_runs_and_reports_provider():
     assert out["logits"].shape == (2, 4)
 
 
+@pytest.mark.parametrize("serialized", [False, True], ids=["proto", "bytes"])
+def test_cpu_sessions_skip_reuse_planning_and_large_graphs_skip_optimizers(monkeypatch, serialized):
+    """Both cost super-linear time on deep graphs; a small graph keeps its optimization level."""
+    import onnxruntime as ort
+
+    from onnxlens.runtime import session as session_module
+
+    model = conv_classifier()
+    model = model.SerializeToString() if serialized else model
+    small = create_session(model, SessionConfig(device="cpu"))._inner.get_session_options()
+    assert not small.enable_mem_reuse
+    assert small.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    monkeypatch.setattr(session_module, "LARGE_GRAPH_NODES", 2)
+    large = create_session(model, SessionConfig(device="cpu"))
+    options = large._inner.get_session_options()
+    assert not options.enable_mem_reuse
+    assert options.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert large.run({"x": f32(1, 3, 8, 8)})["logits"].shape == (1, 4)
+
+
 def test_auto_uses_cuda_only_when_a_session_starts_there():
     session = create_session(conv_classifier(), SessionConfig(device="auto"))
     assert session.device == ("cuda" if cuda_available() else "cpu")
