@@ -294,8 +294,30 @@ def control_flow(m, rng):
     return m.SerializeToString()
 
 
+def deep_chain(m, rng, length: int | None = None):
+    """A long chain of cheap elementwise nodes between the image input and the model: deep
+    graphs cost ONNX Runtime super-linear time to prepare."""
+    m = _copy(m)
+    x = m.graph.input[0].name
+    length = length or int(_pick(rng, [300, 1000, 3000]))
+    m.graph.initializer.extend([numpy_helper.from_array(np.array(0.999, np.float32), "hostile__k"),
+                                numpy_helper.from_array(np.array(0.001, np.float32), "hostile__b")])
+    chain, previous = [], x
+    for i in range(length):
+        op, second = (("Mul", ["hostile__k"]), ("Add", ["hostile__b"]), ("Relu", []))[i % 3]
+        chain.append(helper.make_node(op, [previous, *second], [f"hostile__t{i}"]))
+        previous = chain[-1].output[0]
+    for node in m.graph.node:
+        node.input[:] = [previous if i == x else i for i in node.input]
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(chain + nodes)
+    return m.SerializeToString()
+
+
 MUTATIONS = [byte_flips, truncated, byte_inserts, io_dims, tensor_dims, data_types, attributes, op_types, rewiring,
-             versions, removals, hostile_strings, non_finite_weights, external_data, control_flow]
+             versions, removals, hostile_strings, non_finite_weights, external_data, control_flow,
+             deep_chain]
 
 
 def _bad_array(x: np.ndarray, rng) -> np.ndarray | bytes:

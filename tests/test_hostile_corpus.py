@@ -32,6 +32,17 @@ def test_every_hostile_case_keeps_every_promise(tmp_path):
     assert exits == {0, 1}, exits  # the corpus reaches both outcomes
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the runner forks a child per case")
+def test_a_10000_node_chain_keeps_every_promise():
+    """Deep graphs once took minutes to compile (ONNX Runtime's planners are super-linear)."""
+    model, x = hostile_corpus._seed_models()[1]
+    deep = hostile_corpus.deep_chain(model, None, length=10_500)
+    cases = [hostile_corpus.Case(f"chain-{c[-1]}", "deep_chain", deep, c, array=x) for c in hostile_corpus.COMMANDS[2:]]
+    results = hostile_corpus.run(cases)
+    assert [r["exit"] for r in results] == [0, 0, 0], [r["stderr"] for r in results]
+    assert not [r["broken"] for r in results if r["broken"]]
+
+
 def test_the_corpus_is_deterministic_and_covers_every_mutation():
     first = [(c.id, c.model) for c in hostile_corpus.corpus(120, seed=3)]
     assert first == [(c.id, c.model) for c in hostile_corpus.corpus(120, seed=3)]
