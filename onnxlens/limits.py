@@ -43,8 +43,9 @@ LIMITS = {
     "input_elements": Limit("ONNXLENS_MAX_INPUT_ELEMENTS", 1 << 27, "elements"),
     #: one inner tensor of a model run at its probe size (1 GiB of float32)
     "tensor_elements": Limit("ONNXLENS_MAX_TENSOR_ELEMENTS", 1 << 28, "elements"),
-    #: nodes of a model's main graph (large detectors and ViTs have a few thousand)
-    "graph_nodes": Limit("ONNXLENS_MAX_GRAPH_NODES", 50_000, "nodes"),
+    #: nodes of a model's main graph (large detectors and ViTs have a few thousand; LRP on a
+    #: 20,000-node chain takes half a minute, ONNX Runtime's session setup being super-linear)
+    "graph_nodes": Limit("ONNXLENS_MAX_GRAPH_NODES", 20_000, "nodes"),
     #: the constant trip count of a Loop
     "loop_trips": Limit("ONNXLENS_MAX_LOOP_TRIPS", 100_000, "iterations"),
     #: pixels of an image file, checked from its header before decoding

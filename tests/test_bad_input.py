@@ -120,6 +120,12 @@ def _loop_bomb(tmp_path):
     return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 3, 8, 8])], weights, opset=17)
 
 
+def _too_many_nodes(tmp_path):
+    nodes = [helper.make_node("Relu", [f"t{i - 1}" if i else "x"], [f"t{i}" if i < 20_000 else "y"])
+             for i in range(20_001)]
+    return make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 3, 8, 8])], [], opset=17)
+
+
 BAD_INPUTS = {
     "truncated": (_truncated, errors.TruncatedModelError, "truncated"),
     "random bytes": (_random_bytes, errors.NotOnnxError, "not an ONNX model"),
@@ -139,6 +145,7 @@ BAD_INPUTS = {
     "huge image dims": (_declared_dims([1, 3, 120000, 120000]), ResourceLimitError, "ONNXLENS_MAX_INPUT_ELEMENTS"),
     "huge fixed batch": (_declared_dims([2 ** 40]), ResourceLimitError, "211,106,232,532,992 elements"),
     "loop of 10^12 trips": (_loop_bomb, ResourceLimitError, "1,000,000,000,000 iterations"),
+    "20,001 nodes": (_too_many_nodes, ResourceLimitError, "20,001 nodes, above the limit of 20,000"),
 }
 
 
