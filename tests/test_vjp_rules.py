@@ -249,6 +249,14 @@ def test_reductions(op, axes, keepdims):
     check(single(op, x.shape, rank, extra=extra, weights=weights, keepdims=keepdims), x)
 
 
+@pytest.mark.parametrize("axes", [[0], [0, 2]], ids=str)
+def test_mean_over_a_symbolic_batch_axis(axes):
+    x = W(2, 3, 4, 5)
+    model = single("ReduceMean", ("N", 3, 4, 5), 4, extra=["axes"], weights=[("axes", np.array(axes, np.int64))])
+    assert with_run_shapes(model, {"x": x}).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "N"
+    check(model, x)
+
+
 def test_batch_norm():
     c = 3
     weights = [("s", W(c)), ("b", W(c)), ("m", W(c)), ("v", RNG.uniform(0.5, 2, c).astype(np.float32))]
@@ -332,6 +340,12 @@ def test_concat_and_split():
     ]
     model = make_model(nodes, [vi("x", [2, 3, 4])], [vi("y", 3)], [("sizes", np.array([2, 5, 2], np.int64))])
     check(model, away_from_zero(2, 3, 4))
+
+
+def test_concat_along_a_symbolic_batch_axis():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Concat", ["x", "r"], ["c"], axis=0),
+             helper.make_node("Mul", ["c", "c"], ["y"])]
+    check(make_model(nodes, [vi("x", ["N", 3, 4])], [vi("y", 3)]), away_from_zero(2, 3, 4))
 
 
 @pytest.mark.parametrize("mode, coord", [

@@ -31,8 +31,12 @@ def reduce_sum_mean(ctx):
     axes = _axes(ctx)
     ct = _kept(ctx, ctx.ct, axes)
     if ctx.node.op_type == "ReduceMean" and axes:
-        count = int(np.prod([int(ctx.shape(x)[a]) for a in axes]))
-        ct = g.op("Mul", ct, g.const(1.0 / count))
+        dims = [ctx.shape(x)[a] for a in axes]
+        if all(isinstance(d, int) for d in dims):
+            scale = g.const(1.0 / np.prod(dims))
+        else:  # over a symbolic (batch) axis: |output| / |input| at run time
+            scale = g.op("Div", *[g.op("Cast", g.op("Size", t), to=g.float_type) for t in (ctx.outputs[0], x)])
+        ct = g.op("Mul", ct, scale)
     return [g.op("Expand", ct, g.op("Shape", x)), None]
 
 

@@ -30,10 +30,15 @@ def concat(ctx):
     g = ctx.g
     rank = len(ctx.shape(ctx.outputs[0]))
     axis = ctx.attr("axis") % rank
-    sizes = [int(ctx.shape(i)[axis]) for i in ctx.inputs]
     if len(ctx.inputs) == 1:
         return [ctx.ct]
-    parts = g.op("Split", ctx.ct, g.ints(sizes, "sizes"), outputs=len(sizes), axis=axis)
+    sizes = [ctx.shape(i)[axis] for i in ctx.inputs]
+    if all(isinstance(s, int) for s in sizes):
+        sizes = g.ints(sizes, "sizes")
+    else:  # along a symbolic (batch) axis: the sizes at run time
+        at = g.ints([axis], "axis")
+        sizes = g.op("Concat", *[g.op("Gather", g.op("Shape", i), at) for i in ctx.inputs], axis=0)
+    parts = g.op("Split", ctx.ct, sizes, outputs=len(ctx.inputs), axis=axis)
     return [p if need else None for p, need in zip(parts, ctx.needs)]
 
 
