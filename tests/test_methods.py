@@ -67,6 +67,20 @@ def test_bad_target_method_and_parameter(digits):
         digits.explain(x, "integrated_gradients", steps="many")
 
 
+def test_scores_not_one_row_per_input_are_a_clear_error():
+    """A graph whose output rows do not follow the input batch has no class per row to pick."""
+    from onnx import helper
+
+    from builders import make_model, vi
+
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], keepdims=0),
+             helper.make_node("Mul", ["w", "m"], ["logits"])]
+    model = make_model(nodes, [vi("x", ["N", 3, 8, 8])], [vi("logits", [32, 10])],
+                       [("w", np.ones((32, 10), np.float32))], opset=17)
+    with pytest.raises(MethodError, match=r"'logits' has shape \[32, 10\] for 2 input row\(s\)"):
+        Explainer(model.SerializeToString(), device="cpu").explain(np.ones((2, 3, 8, 8), np.float32), "gradient")
+
+
 def test_input_x_gradient_is_input_times_gradient(digits):
     x = DIGITS["x"][:2]
     g = digits.explain(x, "gradient").attribution

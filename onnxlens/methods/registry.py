@@ -152,7 +152,11 @@ def resolve_targets(engine, x: np.ndarray, target) -> np.ndarray:
     """One class index per row: the given int (or per-row ints), else the arg-max of the score."""
     classes = engine.spec.output().shape[-1] if engine.spec.output().shape else None
     if target is None:
-        scores = engine.forward(x)[engine.score_name()]
+        name = engine.score_name()
+        scores = engine.forward(x)[name]
+        if scores.shape[:1] != (len(x),):
+            raise MethodError(f"the score tensor {quote(name)} has shape {list(scores.shape)} for {len(x)} input "
+                              "row(s); a class to explain is found in one row of scores per input row")
         return scores.reshape(len(x), -1).argmax(axis=1)
     target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(x),)).copy()
     if isinstance(classes, int) and ((target < 0) | (target >= classes)).any():
