@@ -7,8 +7,10 @@ The cache is ``DIR``, else ``$ONNXLENS_THIRD_PARTY``, else ``~/.cache/onnxlens/t
 files already there are kept. Wheels come from the package index pip is configured with
 (``pip download --no-deps``, nothing installed). MTCNN's P-Net and R-Net ship as torch weights
 in facenet-pytorch's wheel: they are exported here (TorchScript, opset 17; torch from the
-``reference`` extra), R-Net with its face-probability head as the first output. ``suite.json``
-lists every model with its kind and an input size it runs at.
+``reference`` extra), R-Net with its face-probability head as the first output. The mtcnn
+wheel's O-Net is a Keras model: it is built from the wheel's code and weights and converted with
+tf2onnx (TensorFlow and tf2onnx from the ``reference`` extra; skipped, saying so, without them).
+``suite.json`` lists every model with its kind and an input size it runs at.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ SUITE = {
                    "exported here from the wheel's weights"),
     "mtcnn_pnet": ("facenet-pytorch==2.6.0", "facenet_pytorch/data/pnet.pt", "detector", (48, 48),
                    "exported here from the wheel's weights"),
+    "mtcnn_onet_keras": ("mtcnn==1.0.0", "mtcnn/assets/weights/onet.lz4", "classifier", (48, 48),
+                         "Keras 3 on TensorFlow, converted here with tf2onnx (opset 13, NHWC)"),
 }
 
 
@@ -97,6 +101,34 @@ def export_mtcnn(weights: Path, which: str, out: Path) -> None:
                       dynamic_axes={**axes, "face_probability": {0: "batch"}, "box": {0: "batch"}})
 
 
+def export_keras_onet(wheel: Path, out: Path) -> None:
+    """MTCNN's O-Net (Zhang et al., 2016) as the mtcnn wheel defines it in Keras, with the wheel's
+    weights, converted with tf2onnx — the face-probability head first, then box and landmarks."""
+    import joblib
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
+    import tensorflow as tf
+    import tf2onnx
+
+    with tempfile.TemporaryDirectory() as unpacked:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(unpacked)
+        sys.path.insert(0, unpacked)
+        try:
+            from mtcnn.network.onet import ONet
+        finally:
+            sys.path.remove(unpacked)
+        net = ONet()
+        net.build()
+        net.set_weights(joblib.load(Path(unpacked) / "mtcnn" / "assets" / "weights" / "onet.lz4"))
+    image = tf.keras.Input((48, 48, 3), name="image")
+    box, landmarks, face = net(image)
+    heads = [tf.keras.layers.Identity(name=n)(t) for n, t in (("face", face), ("box", box), ("landmarks", landmarks))]
+    spec = (tf.TensorSpec((None, 48, 48, 3), tf.float32, name="image"),)
+    proto, _ = tf2onnx.convert.from_keras(tf.keras.Model(image, heads), input_signature=spec, opset=13)
+    out.write_bytes(proto.SerializeToString())
+
+
 def fetch(cache: Path) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     manifest = {}
@@ -114,6 +146,12 @@ def fetch(cache: Path) -> dict:
                     weights = Path(tmp) / Path(member).name
                     weights.write_bytes(data)
                     export_mtcnn(weights, Path(member).stem, target)
+                elif member.endswith(".lz4"):
+                    try:
+                        export_keras_onet(wheels[requirement], target)
+                    except ImportError as exc:
+                        print(f"{name:20s} skipped: {exc.name} is missing (pip install -e '.[reference]')")
+                        continue
                 else:
                     target.write_bytes(data)
             manifest[name] = {"file": target.name, "kind": kind, "size": list(size),
