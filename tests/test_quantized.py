@@ -86,7 +86,7 @@ def test_quantized_digits_model_explains_with_every_family(fmt, tmp_path):
 
 def test_qoperator_graph_is_rewritten_to_qdq_and_computes_the_deployed_outputs(shapes_int8):
     imported = import_model(shapes_int8["qoperator"])
-    assert any("QOperator node(s) to QDQ form" in note for note in imported.canonical_notes)
+    assert any("integer-kernel node(s) to QDQ form" in note for note in imported.canonical_notes)
     ops = {n.op_type for n in imported.model.graph.node}
     assert not any(op.startswith("QLinear") or op == "QGemm" for op in ops) and "Conv" in ops
     x = np.load(MODELS / "samples" / "shapes" / "test.npz")["x"][:60].astype(np.float32)
@@ -94,6 +94,67 @@ def test_qoperator_graph_is_rewritten_to_qdq_and_computes_the_deployed_outputs(s
     rewritten = ort.InferenceSession(imported.model.SerializeToString(), providers=["CPUExecutionProvider"])
     # ONNX Runtime fuses the QDQ form back into the same integer kernels: identical outputs
     np.testing.assert_array_equal(rewritten.run(None, {"image": x})[0], deployed.run(None, {"image": x})[0])
+
+
+def _dynamic_int8(source, folder, per_channel, weight_type):
+    """``source`` as ONNX Runtime's quantize_dynamic writes it: DynamicQuantizeLinear on the
+    activations, MatMulInteger/ConvInteger, Cast, Mul by the scales."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    quant_pre_process(str(source), str(folder / "pre.onnx"))
+    path = folder / f"dynamic_{weight_type}_{per_channel}.onnx"
+    quantize_dynamic(str(folder / "pre.onnx"), str(path), per_channel=per_channel, weight_type=QuantType[weight_type])
+    return path
+
+
+DYNAMIC = [("shapes", False, "QInt8"), ("shapes", True, "QInt8"), ("digits", False, "QUInt8"), ("digits", True, "QInt8")]
+
+
+@pytest.mark.parametrize("which, per_channel, weight_type", DYNAMIC, ids=["-".join(map(str, c)) for c in DYNAMIC])
+def test_dynamic_int8_is_rewritten_to_qdq_and_explains_with_every_family(which, per_channel, weight_type, tmp_path):
+    model = MODELS / ("shapes_cnn.onnx" if which == "shapes" else "digits_cnn.onnx")
+    x = np.load(MODELS / "samples" / which / "test.npz")["x"][:24].astype(np.float32)
+    path = _dynamic_int8(model, tmp_path, per_channel, weight_type)
+    explainer = Explainer(path, device="cpu")
+    ops = {n.op_type for n in explainer.model.model.graph.node}
+    assert not ops & {"MatMulInteger", "ConvInteger"} and {"Conv", "MatMul", "DynamicQuantizeLinear"} <= ops
+    assert explainer.model.describe()["quantization"]["format"] == "dynamic"
+    # the integer product is exact, the float one rounds; where that moves a later dynamic
+    # quantizer by one level, the outputs move by about one quantization step
+    deployed = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"image": x})
+    rewritten = ort.InferenceSession(explainer.model.model.SerializeToString(), providers=["CPUExecutionProvider"])
+    for want, got in zip(deployed, rewritten.run(None, {"image": x})):
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-3 * np.abs(want).max())
+        assert (np.abs(got - want) <= 1e-4 * np.abs(want).max()).mean() >= 0.9
+        np.testing.assert_array_equal(got.argmax(axis=1), want.argmax(axis=1))
+    reference = Explainer(model, device="cpu").explain(x[:8], "gradient")
+    for method in ("gradient", "gradcam", "lrp", "occlusion"):
+        e = explainer.explain(x[:8], method)
+        assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0, method
+        if method == "lrp":  # the dynamic quantizer passes relevance on unchanged
+            assert (e.diagnostics["conservation_gap"]["image"] <= 1e-4 * np.abs(e.score)).all()
+        if method == "gradient":
+            agreement = np.corrcoef(e.attribution.ravel(), reference.attribution.ravel())[0, 1]
+            assert agreement > 0.8  # int8 changes the gradient, not what it looks at
+
+
+def test_a_dynamic_quantizer_passes_the_cotangent_unchanged(save):
+    """x → DynamicQuantizeLinear → DequantizeLinear: its range is x's own, so nothing saturates
+    and the straight-through gradient is the identity (torch's fake-quantize backward)."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Mul", ["d", "w"], ["m"]),
+             helper.make_node("ReduceSum", ["m", "axes"], ["y"], keepdims=0)]
+    w = np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    model = make_model(nodes, [vi("x", ["N", 2, 3, 3])], [vi("y", ["N", 2])],
+                       [("w", w), ("axes", np.array([2, 3], np.int64))])
+    x = np.random.default_rng(1).uniform(-10, 10, (3, 2, 3, 3)).astype(np.float32)
+    e = Explainer(save(model), device="cpu").explain(x, "gradient", target=[0, 1, 1])
+    want = np.zeros_like(x)
+    for row, k in enumerate([0, 1, 1]):
+        want[row, k] = w[0, k]
+    np.testing.assert_allclose(e.attribution, want, rtol=1e-6)  # (ct / scale) · scale: one rounding
 
 
 def test_qdq_and_qoperator_forms_of_one_quantization_give_one_gradient(shapes_int8):

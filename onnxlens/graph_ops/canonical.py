@@ -188,8 +188,8 @@ def canonicalize(model: onnx.ModelProto, rewrite_qoperator: bool = True,
         out, rewritten = qoperator_to_qdq(out)
         graph = out.graph
         if rewritten:
-            notes.append(f"rewrote {rewritten} QOperator node(s) to QDQ form (DequantizeLinear → float op → "
-                         "QuantizeLinear)")
+            notes.append(f"rewrote {rewritten} integer-kernel node(s) to QDQ form (DequantizeLinear → float op"
+                         " → QuantizeLinear)")
 
     ir = min(max(out.ir_version, _MIN_CANONICAL_IR), MAX_IR_VERSION)
     if ir != out.ir_version:

@@ -4,6 +4,12 @@ straight-through estimator on Quantize/DequantizeLinear, the float op's own rule
 formats. Data-movement ops on quantized tensors (MaxPool, Reshape, …) are wrapped the same way
 with their input's quantization parameters. ONNX Runtime fuses the QDQ form back into its
 integer kernels (its QDQ selectors), so the rewritten graph computes what the deployed one does.
+
+Dynamically quantized graphs (ONNX Runtime's ``quantize_dynamic``) compute
+``Cast(MatMulInteger(qa, qb, za, zb)) · (sa · sb)`` (ConvInteger alike); that chain becomes the
+float op on ``DequantizeLinear(qa, sa, za)`` and ``DequantizeLinear(qb, sb, zb)`` — the same
+value up to float32 rounding (the integer product is exact, the float one rounds), in the
+QDQ form whose dynamic quantizer then differentiates like a static one.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ class _Rewriter:
         self.names = NameAllocator(model)
         self.consts = constant_arrays(model.graph)
         self.qparams: dict[str, tuple[str, str]] = {}  #: quantized tensor → (scale, zero point)
-        self.dequantized: dict[str, str] = {}
+        self.dequantized: dict[tuple[str, str, str], str] = {}
+        #: integer product output → (its scaled float output, scale of A, scale of B)
+        self.scaled_products: dict[str, tuple[str, str, str]] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
 
@@ -44,12 +52,13 @@ class _Rewriter:
         self.nodes.append(helper.make_node(op_type, list(inputs), list(outputs), name=self.names(op_type), **attrs))
 
     def dq(self, tensor: str, scale: str, zero: str, axis: int | None = None) -> str:
-        if tensor not in self.dequantized:
+        key = (tensor, scale, zero)
+        if key not in self.dequantized:
             out = self.names(f"dq_{tensor}")
             attrs = {} if axis is None else {"axis": axis}
             self.emit("DequantizeLinear", [tensor, scale, zero], [out], **attrs)
-            self.dequantized[tensor] = out
-        return self.dequantized[tensor]
+            self.dequantized[key] = out
+        return self.dequantized[key]
 
     def q(self, value: str, scale: str, zero: str, output: str) -> None:
         self.emit("QuantizeLinear", [value, scale, zero], [output])
@@ -77,6 +86,8 @@ class _Rewriter:
             return False
         if op in ("QLinearConv", "QLinearMatMul", "QGemm"):
             return self._linear(node, inputs, attrs)
+        if op in _INTEGER_PRODUCTS:
+            return self._integer_product(node, inputs, attrs)
         if op in _ELEMENTWISE:
             if node_attr(node, "channels_last", 0):
                 return False
@@ -126,17 +137,74 @@ class _Rewriter:
         self.q(value, ys, yz, node.output[0])
         return True
 
+    def _integer_product(self, node, inputs, attrs) -> bool:
+        """MatMulInteger/ConvInteger whose product is cast to float and scaled by sa · sb (as
+        ``quantize_dynamic`` writes it) → the float op on the dequantized operands, writing the
+        scaled output; the Cast and the scaling Mul are dropped."""
+        chain = self.scaled_products.get(node.output[0])
+        if chain is None:
+            return False
+        output, sa, sb = chain
+        float_op, b_axis = _INTEGER_PRODUCTS[node.op_type]
+        per_channel = sb in self.consts and self.consts[sb].size > 1
+        operands = [self.dq(inputs[0], sa, inputs[2]), self.dq(inputs[1], sb, inputs[3], b_axis if per_channel else None)]
+        self.emit(float_op, operands, [output], **attrs)
+        return True
+
+
+#: integer product → (float op, axis of B's per-channel scale and zero point)
+_INTEGER_PRODUCTS = {"MatMulInteger": ("MatMul", -1), "ConvInteger": ("Conv", 0)}
+
+
+def _scaled_products(graph: onnx.GraphProto, consts: dict) -> tuple[dict[str, tuple[str, str, str]], set[str]]:
+    """For each integer product followed only by Cast(float) and then only by a Mul with
+    ``Mul(sa, sb)`` (sa a scalar, sb constant): product output → (scaled output, sa, sb); and
+    the outputs of the nodes that the rewrite leaves without a use."""
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in set(n.input):
+            consumers.setdefault(i, []).append(n)
+
+    def only_consumer(tensor: str, op_type: str) -> onnx.NodeProto | None:
+        users = consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and users[0].op_type == op_type else None
+
+    chains, dropped = {}, set()
+    for node in graph.node:
+        if node.op_type not in _INTEGER_PRODUCTS:
+            continue
+        cast = only_consumer(node.output[0], "Cast")
+        if cast is None or node_attr(cast, "to", 0) != onnx.TensorProto.FLOAT:
+            continue
+        mul = only_consumer(cast.output[0], "Mul")
+        scales = mul and producers.get(next((i for i in mul.input if i != cast.output[0]), ""))
+        if scales is None or scales.op_type != "Mul":
+            continue
+        sa, sb = scales.input if scales.input[1] in consts else scales.input[::-1]
+        a_zero = node.input[2] if len(node.input) > 2 else ""
+        if sb not in consts or any(t in consts and consts[t].size != 1 for t in (sa, a_zero)):
+            continue
+        chains[node.output[0]] = (mul.output[0], sa, sb)
+        dropped.update((cast.output[0], mul.output[0]))
+        if len(consumers[scales.output[0]]) == 1:
+            dropped.add(scales.output[0])
+    return chains, dropped
+
 
 def qoperator_to_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The model with every QOperator node it can express in QDQ form rewritten; returns the
     model and how many nodes were rewritten (0: the model is returned unchanged)."""
-    if not any(n.op_type.startswith("QLinear") or n.op_type == "QGemm" for n in model.graph.node):
+    if not any(n.op_type.startswith("QLinear") or n.op_type in ("QGemm", *_INTEGER_PRODUCTS) for n in model.graph.node):
         return model, 0
     out = onnx.ModelProto()
     out.CopyFrom(model)
     rewriter = _Rewriter(out)
+    rewriter.scaled_products, dropped = _scaled_products(out.graph, rewriter.consts)
     rewritten = 0
     for node in out.graph.node:
+        if node.output[0] in dropped:  # a Cast or scaling Mul folded into a rewritten product
+            continue
         if rewriter.rewrite(node):
             rewritten += 1
         else:

@@ -29,7 +29,9 @@ QOPERATOR_QPARAMS = {
     "QGemm": ((1, 2), (4, 5), (7, 8)), "QLinearAdd": ((1, 2), (4, 5), (6, 7)), "QLinearMul": ((1, 2), (4, 5), (6, 7)),
     "QLinearGlobalAveragePool": ((1, 2), (3, 4)), "QLinearAveragePool": ((1, 2), (3, 4)),
     "QLinearLeakyRelu": ((1, 2), (3, 4)), "QLinearSigmoid": ((1, 2), (3, 4)), "QLinearSoftmax": ((1, 2), (3, 4)),
-    "QLinearConcat": (), "MatMulInteger": (), "ConvInteger": (), "DynamicQuantizeLinear": (),
+    "QLinearConcat": (), "DynamicQuantizeLinear": (),
+    # dynamic quantization: zero points only (the scales multiply the product afterwards)
+    "MatMulInteger": ((None, 2), (None, 3)), "ConvInteger": ((None, 2), (None, 3)),
 }
 _QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
@@ -86,7 +88,8 @@ def quantizers(model: onnx.ModelProto) -> list[Quantizer]:
 
 def quantization_summary(model: onnx.ModelProto) -> dict | None:
     """How a model is quantized, or None: ``format`` (QDQ: Quantize/DequantizeLinear around
-    float ops; QOperator: integer-kernel ops such as QLinearConv), the integer ``types``,
+    float ops; QOperator: integer-kernel ops such as QLinearConv; dynamic: activations
+    quantized at run time by DynamicQuantizeLinear for MatMulInteger/ConvInteger), the integer ``types``,
     ``granularity`` (per-tensor and/or per-channel scales) and the quantized ``ops``."""
     graph = model.graph
     consts = constant_arrays(graph)
@@ -95,19 +98,22 @@ def quantization_summary(model: onnx.ModelProto) -> dict | None:
     if not qdq and not qop:
         return None
     pairs = [(n.input[1], n.input[2] if len(n.input) > 2 else "") for n in qdq]
-    pairs += [(n.input[s], n.input[z]) for n in qop for s, z in QOPERATOR_QPARAMS[n.op_type] if s < len(n.input)]
+    pairs += [("" if s is None else n.input[s], n.input[z]) for n in qop for s, z in QOPERATOR_QPARAMS[n.op_type]
+              if z < len(n.input)]
     types, granularity = set(), set()
     for scale, zero in pairs:
         if zero in consts:
             types.add(consts[zero].dtype.name)
-        if scale in consts:
-            granularity.add("per-channel" if consts[scale].size > 1 else "per-tensor")
+        known = scale if scale in consts else zero if not scale and zero in consts else None
+        if known:
+            granularity.add("per-channel" if consts[known].size > 1 else "per-tensor")
     dequantized = {o for n in qdq if n.op_type == "DequantizeLinear" for o in n.output}
     quantized_ops = Counter(n.op_type for n in qop)
     quantized_ops.update(n.op_type for n in graph.node
                          if n.op_type not in _QDQ_OPS and any(i in dequantized for i in n.input))
     return {
-        "format": "QOperator" if qop else "QDQ",
+        "format": ("dynamic" if any(n.op_type == "DynamicQuantizeLinear" for n in qop)
+                   else "QOperator" if qop else "QDQ"),
         "types": sorted(types) or ["uint8"],
         "granularity": sorted(granularity),
         "ops": dict(sorted(quantized_ops.items())),

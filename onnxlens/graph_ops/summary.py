@@ -15,7 +15,9 @@ from onnxlens.graph_ops.tensors import is_float_tensor, iter_nodes, iter_tensors
 class GraphSummary:
     op_histogram: dict[str, int]  #: op type (``domain::op`` outside the default domain) → count
     node_count: int
-    parameter_count: int  #: floating-point elements in initializers and Constant nodes
+    #: floating-point and 8/4-bit integer (quantized weight) elements in initializers and
+    #: Constant nodes
+    parameter_count: int
     parameter_bytes: int
     quantization: dict | None = None  #: see :func:`~onnxlens.graph_ops.quantization.quantization_summary`
 
@@ -29,6 +31,9 @@ class GraphSummary:
         }
 
 
+_QUANTIZED_TYPES = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8, onnx.TensorProto.INT4, onnx.TensorProto.UINT4)
+
+
 def summarize_graph(model: onnx.ModelProto) -> GraphSummary:
     """Summarize a model as exported: Constant-node weights count like initializers."""
     ops = Counter()
@@ -36,7 +41,7 @@ def summarize_graph(model: onnx.ModelProto) -> GraphSummary:
         ops[f"{node.domain}::{node.op_type}" if node.domain not in ("", "ai.onnx") else node.op_type] += 1
     params = nbytes = 0
     for tensor in iter_tensors(model.graph):
-        if is_float_tensor(tensor):
+        if is_float_tensor(tensor) or tensor.data_type in _QUANTIZED_TYPES:
             n = tensor_numel(tensor)
             params += n
             nbytes += n * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize

@@ -16,8 +16,8 @@ from onnxlens.graph_ops.backward.registry import VJP_RULES, RuleContext
 from onnxlens.graph_ops.tensors import RESERVED_PREFIX, NameAllocator, constant_arrays
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-#: Ops whose integer output still carries a cotangent (the straight-through estimator).
-_STRAIGHT_THROUGH = {"QuantizeLinear"}
+#: Ops whose integer output (the first) still carries a cotangent (the straight-through estimator).
+_STRAIGHT_THROUGH = {"QuantizeLinear", "DynamicQuantizeLinear"}
 
 
 def seed_name(output: str) -> str:
@@ -187,8 +187,10 @@ def _differentiated(graph, outputs, wrt, elem_types, infos):
     depends = set(wrt)
     for node in graph.node:  # topological order
         if any(i in depends for i in node.input):
-            depends.update(o for o in node.output
-                           if elem_types.get(o) in _FLOAT or node.op_type in _STRAIGHT_THROUGH)
+            if node.op_type in _STRAIGHT_THROUGH:  # the quantized value; a dynamic scale is a statistic
+                depends.add(node.output[0])
+            else:
+                depends.update(o for o in node.output if elem_types.get(o) in _FLOAT)
     needed, stack = set(), list(outputs)
     while stack:
         t = stack.pop()

@@ -6,7 +6,8 @@ saturates — torch's ``fake_quantize_per_tensor_affine`` / ``…_per_channel_af
 
 The quantized tensor carries a float cotangent in integer units: DequantizeLinear multiplies
 it by the scale, QuantizeLinear divides by it and applies the range mask, so a pair passes
-``ct · mask``. :func:`unclipped` swaps in the unclipped estimator (the mask dropped), for a
+``ct · mask``. DynamicQuantizeLinear (dynamic int8) never saturates: it passes ``ct / scale``.
+:func:`unclipped` swaps in the unclipped estimator (the mask dropped), for a
 quantizer that saturates on the path to the target and so passes nothing back.
 """
 
@@ -56,6 +57,14 @@ def quantize_linear(ctx):
     inside = g.op("And", g.op("GreaterOrEqual", level, g.const(low, "qmin")),
                   g.op("LessOrEqual", level, g.const(high, "qmax")))
     return [g.keep_where(ct, inside), None, None]
+
+
+@vjp_rule("DynamicQuantizeLinear")
+def dynamic_quantize_linear(ctx):
+    """q = round(x / s) + zero_point with s and zero_point from x's own range, which q never
+    leaves: ct / s. The scale and zero point are off the differentiated path (an observer's
+    statistics)."""
+    return [ctx.g.op("Div", ctx.ct, ctx.outputs[1])]
 
 
 def quantize_linear_unclipped(ctx):
