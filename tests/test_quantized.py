@@ -139,6 +139,33 @@ def test_dynamic_int8_is_rewritten_to_qdq_and_explains_with_every_family(which, 
             assert agreement > 0.8  # int8 changes the gradient, not what it looks at
 
 
+@pytest.mark.parametrize("returned", [(), ("p",), ("c",), ("sc",)], ids=["y", "+product", "+cast", "+scales"])
+def test_the_dynamic_rewrite_keeps_every_tensor_the_graph_returns(returned):
+    """x → DynamicQuantizeLinear → MatMulInteger → Cast → Mul(sa · sb): a chain with an inner
+    tensor among the graph's outputs is left as it is; the rest computes the same values."""
+    from onnxlens.graph_ops.qoperator import qoperator_to_qdq
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("DynamicQuantizeLinear", ["x"], ["q", "sa", "za"]),
+             n("MatMulInteger", ["q", "wq", "za", "wz"], ["p"]), n("Cast", ["p"], ["c"], to=TensorProto.FLOAT),
+             n("Mul", ["sa", "sb"], ["sc"]), n("Mul", ["c", "sc"], ["y"])]
+    weights = [("wq", rng.integers(-127, 128, (6, 3)).astype(np.int8)), ("wz", np.int8(0)),
+               ("sb", np.float32(0.02))]
+    outputs = [vi("y", ["N", 3])] + [vi(t, ["N", 3], TensorProto.INT32 if t == "p" else TensorProto.FLOAT)
+                                     if t != "sc" else vi(t, []) for t in returned]
+    model = make_model(nodes, [vi("x", ["N", 6])], outputs, weights, opset=18)
+    rewritten, count = qoperator_to_qdq(model)
+    assert count == (0 if returned in (("p",), ("c",)) else 1)
+    produced = {o for node in rewritten.graph.node for o in node.output}
+    assert {o.name for o in rewritten.graph.output} <= produced
+    x = rng.uniform(-3, 3, (4, 6)).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+    for w, g in zip(want, got):
+        np.testing.assert_allclose(g, w, rtol=1e-5)
+
+
 def test_a_dynamic_quantizer_passes_the_cotangent_unchanged(save):
     """x → DynamicQuantizeLinear → DequantizeLinear: its range is x's own, so nothing saturates
     and the straight-through gradient is the identity (torch's fake-quantize backward)."""

@@ -170,12 +170,13 @@ def _scaled_products(graph: onnx.GraphProto, consts: dict) -> tuple[dict[str, tu
         users = consumers.get(tensor, [])
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
+    outputs = {o.name for o in graph.output}  # a tensor the graph returns stays
     chains, dropped = {}, set()
     for node in graph.node:
-        if node.op_type not in _INTEGER_PRODUCTS:
+        if node.op_type not in _INTEGER_PRODUCTS or node.output[0] in outputs:
             continue
         cast = only_consumer(node.output[0], "Cast")
-        if cast is None or node_attr(cast, "to", 0) != onnx.TensorProto.FLOAT:
+        if cast is None or node_attr(cast, "to", 0) != onnx.TensorProto.FLOAT or cast.output[0] in outputs:
             continue
         mul = only_consumer(cast.output[0], "Mul")
         scales = mul and producers.get(next((i for i in mul.input if i != cast.output[0]), ""))
@@ -187,7 +188,7 @@ def _scaled_products(graph: onnx.GraphProto, consts: dict) -> tuple[dict[str, tu
             continue
         chains[node.output[0]] = (mul.output[0], sa, sb)
         dropped.update((cast.output[0], mul.output[0]))
-        if len(consumers[scales.output[0]]) == 1:
+        if len(consumers[scales.output[0]]) == 1 and scales.output[0] not in outputs:
             dropped.add(scales.output[0])
     return chains, dropped
 
