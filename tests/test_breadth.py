@@ -1,8 +1,12 @@
 """Breadth: timm architectures (random weights, BatchNorm statistics from a random batch, small
 inputs) through both torch exporters. inspect's backward verdict must agree with explain, the
 gradient must be as close to torch's float64 gradient as torch's own float32 one is (the
-networks' conditioning sets the floor), and Grad-CAM and LRP run. A few run by default; the
-whole grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``: about 15 minutes on 2 cores."""
+networks' conditioning sets the floor) — or, where the float64 gradient itself jumps under a
+2e-6 relative change of the input (a LeakyReLU or max-pool decision within float32 rounding,
+which ONNX Runtime's blocked NCHWc convolutions may round the other way from torch: one such
+flip moves CSPDarknet-53's gradient by 1.7e-2), within twice that jump — and Grad-CAM and LRP
+run. A few run by default; the whole grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``:
+about 15 minutes on 2 cores."""
 
 import os
 
@@ -25,8 +29,6 @@ EXPORTERS = ["torchscript", "dynamo"]
 QUICK = {("mobilevit_xxs", "torchscript"), ("convnextv2_atto", "torchscript"), ("convnext_atto", "dynamo")}
 #: (architecture, exporter) → why it is known not to pass yet
 KNOWN = {
-    ("cspdarknet53", "torchscript"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
-    ("cspdarknet53", "dynamo"): "gradient 1.7e-2 from float64 while torch's float32 is 2.7e-4: not yet explained",
     ("efficientnet_b0", "torchscript"): "LRP relevance grows without bound through SiLU and squeeze-excitation "
                                         "gates (x·σ(x)): gates need their own relevance rule",
     ("efficientnet_b0", "dynamo"): "LRP relevance grows without bound through SiLU and squeeze-excitation gates",
@@ -77,6 +79,13 @@ def _torch_gradient(net, x, target, dtype):
     return xt.grad.double().numpy()
 
 
+def _second_difference(net, x, target, step=2e-6):
+    """‖g(x(1+h)) + g(x(1−h)) − 2 g(x)‖ / ‖g(x)‖ of the float64 gradient g: O(h²) where g is
+    smooth, the size of the jump where a kink lies within h."""
+    g = [_torch_gradient(net, x * s, target, torch.float64) for s in (1 + step, 1 - step, 1)]
+    return float(np.linalg.norm(g[0] + g[1] - 2 * g[2]) / np.linalg.norm(g[2]))
+
+
 def _rel(a, b):
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
@@ -93,7 +102,8 @@ def test_architecture(arch, exporter, tmp_path):
     e = explainer.explain(x, "gradient", target=target)
     reference = _torch_gradient(net, x, target, torch.float64)
     floor = _rel(_torch_gradient(net, x, target, torch.float32), reference)
-    assert _rel(e.attribution, reference) <= max(1e-4, 10 * floor)
+    jump = max(_second_difference(net, x[i:i + 1], target[i:i + 1]) for i in range(len(x)))
+    assert _rel(e.attribution, reference) <= max(1e-4, 10 * floor, 2 * jump)
     for method in ("gradcam", "lrp"):
         e = explainer.explain(x, method)
         assert np.isfinite(e.heatmap).all() and not e.warnings, (method, e.warnings)
