@@ -93,3 +93,21 @@ def test_precision_model_differentiates_in_float16_and_agrees_with_the_twin(meth
     # float16 rounding flips a few max-pool arg-maxes and ReLU masks: compare as a whole
     assert np.linalg.norm(own.attribution - twin.attribution) / np.linalg.norm(twin.attribution) < 0.05
     assert np.corrcoef(own.heatmap.ravel(), twin.heatmap.ravel())[0, 1] > 0.98
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp"])
+def test_precision_model_on_a_dynamic_image_size(method, tmp_path):
+    """The deployed float16 graph is specialized to each input size, as its twin is: LRP's
+    flat rule and every shape-reading rule see static sizes in either precision."""
+    model = onnx.load(SHAPES)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    dims[2].dim_param, dims[3].dim_param = "height", "width"
+    path = tmp_path / "half_dynamic.onnx"
+    onnx.save(float16.convert_float_to_float16(model, keep_io_types=True), path)
+    explainer = Explainer(path, device="cpu")
+    for size in ((48, 80), (37, 53)):
+        x = np.random.default_rng(0).random((2, 3, *size), dtype=np.float32)
+        twin = explainer.explain(x, method).attribution
+        own = explainer.explain(x, method, precision="model").attribution
+        assert own.shape == x.shape
+        assert np.linalg.norm(own - twin) / np.linalg.norm(twin) < 0.05

@@ -197,11 +197,23 @@ def has_symbolic_spatial(imported: ImportedModel) -> bool:
 def specialize(imported: ImportedModel, row_shape: tuple[int, ...]) -> ImportedModel:
     """The model with its image input's non-batch axes fixed to ``row_shape`` (one input
     row's shape), every tensor's shape measured at that size and shape arithmetic folded:
-    what the backward compiler and layer search need on a graph with a dynamic image size."""
-    image = imported.spec.image_input
+    what the backward compiler and layer search need on a graph with a dynamic image size.
+    A half-precision deployed graph is specialized alongside its float32 twin."""
+    layout = imported.spec.image_input.layout
+    measured = _specialized(imported.model, imported.spec.image_input.name, row_shape, layout)
+    deployed = imported.deployed and _specialized(imported.deployed, imported.spec.image_input.name, row_shape,
+                                                  layout).model
+    size = "×".join(map(str, row_shape))
+    return replace(imported, model=measured.model, spec=model_spec(measured.model, layout), deployed=deployed,
+                   shape_fixes=measured.fixes, verification=f"specialized to rows of {size}: {measured.verification}",
+                   measured_shapes=measured.shapes, fixed_batch=measured.fixed_batch, batch_note=measured.batch_note,
+                   probe_size=measured.probe_size)
+
+
+def _specialized(source: onnx.ModelProto, image: str, row_shape: tuple[int, ...], layout: str):
     model = onnx.ModelProto()
-    model.CopyFrom(imported.model)
-    vi = next(v for v in model.graph.input if v.name == image.name)
+    model.CopyFrom(source)
+    vi = next(v for v in model.graph.input if v.name == image)
     for dim, size in zip(vi.type.tensor_type.shape.dim[1:], row_shape):
         dim.Clear()
         dim.dim_value = int(size)
@@ -210,13 +222,7 @@ def specialize(imported: ImportedModel, row_shape: tuple[int, ...]) -> ImportedM
         model = onnx.shape_inference.infer_shapes(model)
     except Exception:  # advisory, as at import: shapes are measured by running
         pass
-    layout = image.layout
-    measured = _verify_and_measure(imported.model, model, model_spec(model, layout))
-    size = "×".join(map(str, row_shape))
-    return replace(imported, model=measured.model, spec=model_spec(measured.model, layout),
-                   shape_fixes=measured.fixes, verification=f"specialized to rows of {size}: {measured.verification}",
-                   measured_shapes=measured.shapes, fixed_batch=measured.fixed_batch, batch_note=measured.batch_note,
-                   probe_size=measured.probe_size)
+    return _verify_and_measure(source, model, model_spec(model, layout))
 
 
 def probe_feeds(model: onnx.ModelProto, batch: int, size: tuple[int, int] = PROBE_SIZES[0],
