@@ -51,7 +51,7 @@ class Engine:
         self.spec = model.spec
         #: the graph every run uses: BatchNorm folded, no-op nodes dropped
         self.graph = prepare_for_differentiation(model.model)
-        self._tensor_names = {self.spec.image_input.name} | {vi.name for vi in self.graph.graph.value_info}
+        self._named: tuple[object, set[str]] = (None, set())  #: (graph, its tensor names)
         #: the graph forward passes run: a half-precision model as deployed (``graph`` is then
         #: its float32 twin), else ``graph``
         self.forward_graph = self.graph if model.deployed is None else prepare_for_differentiation(model.deployed)
@@ -243,7 +243,11 @@ class Engine:
 
     def require_tensor(self, name: str) -> None:
         """An error naming the candidates when ``name`` is not a tensor of the graph."""
-        if name in self._tensor_names:
+        graph, names = self._named
+        if graph is not self.graph:  # a subclass may swap the graph (dropout engines do)
+            names = {self.input_name} | {vi.name for vi in self.graph.graph.value_info}
+            self._named = (self.graph, names)
+        if name in names:
             return
         listed = ", ".join(quote(n) for n, _ in self.layers()[-5:])
         raise InputShapeError(f"the model has no tensor {quote(name)}; layer candidates include {listed} "
