@@ -9,7 +9,8 @@ files already there are kept. Wheels come from the package index pip is configur
 in facenet-pytorch's wheel: they are exported here (TorchScript, opset 17; torch from the
 ``reference`` extra), R-Net with its face-probability head as the first output. The mtcnn
 wheel's O-Net is a Keras model: it is built from the wheel's code and weights and converted with
-tf2onnx (TensorFlow and tf2onnx from the ``reference`` extra; skipped, saying so, without them).
+tf2onnx in a throwaway virtual environment (TensorFlow, tf2onnx, joblib and lz4 from the package
+index; about a minute, once), so TensorFlow never enters the environment the tests run in.
 ``suite.json`` lists every model with its kind and an input size it runs at.
 """
 
@@ -105,8 +106,6 @@ def export_keras_onet(wheel: Path, out: Path) -> None:
     """MTCNN's O-Net (Zhang et al., 2016) as the mtcnn wheel defines it in Keras, with the wheel's
     weights, converted with tf2onnx — the face-probability head first, then box and landmarks."""
     import joblib
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
     import tensorflow as tf
     import tf2onnx
 
@@ -129,6 +128,22 @@ def export_keras_onet(wheel: Path, out: Path) -> None:
     out.write_bytes(proto.SerializeToString())
 
 
+#: what the Keras conversion needs, installed into a throwaway environment
+KERAS_ENV = ("tensorflow-cpu==2.21.0", "tf2onnx==1.17.0", "joblib", "lz4")
+
+
+def convert_in_keras_env(wheel: Path, out: Path, tmp: Path) -> None:
+    """Run :func:`export_keras_onet` with this script in a fresh virtual environment holding
+    :data:`KERAS_ENV`, deleted afterwards."""
+    env = tmp / "keras-env"
+    print(f"installing {', '.join(KERAS_ENV)} into a throwaway environment", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(env)], check=True)
+    python = env / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", *KERAS_ENV], check=True)
+    quiet = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}  # TensorFlow's notices
+    subprocess.run([str(python), __file__, "--keras-onet", str(wheel), str(out)], check=True, env=quiet)
+
+
 def fetch(cache: Path) -> dict:
     cache.mkdir(parents=True, exist_ok=True)
     manifest = {}
@@ -147,11 +162,7 @@ def fetch(cache: Path) -> dict:
                     weights.write_bytes(data)
                     export_mtcnn(weights, Path(member).stem, target)
                 elif member.endswith(".lz4"):
-                    try:
-                        export_keras_onet(wheels[requirement], target)
-                    except ImportError as exc:
-                        print(f"{name:20s} skipped: {exc.name} is missing (pip install -e '.[reference]')")
-                        continue
+                    convert_in_keras_env(wheels[requirement], target, Path(tmp))
                 else:
                     target.write_bytes(data)
             manifest[name] = {"file": target.name, "kind": kind, "size": list(size),
@@ -164,7 +175,13 @@ def fetch(cache: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=None, help="folder for the models (see above)")
-    fetch(parser.parse_args().cache or default_cache())
+    parser.add_argument("--keras-onet", nargs=2, type=Path, metavar=("WHEEL", "OUT"),
+                        help="(inside the Keras environment) convert the mtcnn wheel's O-Net to OUT")
+    args = parser.parse_args()
+    if args.keras_onet:
+        export_keras_onet(*args.keras_onet)
+        return
+    fetch(args.cache or default_cache())
 
 
 if __name__ == "__main__":
