@@ -50,6 +50,31 @@ def test_rule_override_replaces_default(selector):
     np.testing.assert_allclose(guided, np.where((x > 0) & (ct > 0), ct, 0), rtol=1e-6)
 
 
+def test_custom_rule_sets_on_one_engine_do_not_share_a_compiled_graph():
+    """Compiled graphs are cached by what a rule set computes, not by its name ("custom" for
+    both here); a composite built twice from the same parameters compiles once."""
+    from onnxlens.graph_ops.backward.relevance import composite
+    from onnxlens.runtime.engine import Engine
+
+    engine = Engine(import_model(MODELS / "digits_cnn.onnx"))
+    x = np.load(MODELS / "samples" / "digits" / "test.npz")["x"][:2]
+    seed = engine.one_hot(np.array([1, 2]))
+
+    def zero_relu(ctx):
+        return [ctx.g.zeros_like(ctx.ct)]
+
+    def pass_relu(ctx):
+        return [ctx.ct]
+
+    zeroed = engine.vjp(x, seed, rules=RuleSet().with_rule(by_op("Relu"), zero_relu)).grads[engine.input_name]
+    passed = engine.vjp(x, seed, rules=RuleSet().with_rule(by_op("Relu"), pass_relu)).grads[engine.input_name]
+    assert not np.abs(zeroed).any() and np.abs(passed).max() > 0
+    misses = engine.cache.misses
+    for _ in range(2):
+        engine.vjp(x, seed, rules=composite("epsilon", epsilon=0.1))
+    assert engine.cache.misses == misses + 1
+
+
 @pytest.mark.parametrize("names", [("conv_a", "conv_b"), ("", "")], ids=["named", "unnamed"])
 def test_first_layer_selector_picks_the_first_conv_only(names):
     """Also when node names are empty (many third-party exports): selection is by output."""

@@ -204,7 +204,7 @@ class Engine:
         exposed = tuple(sorted(set(tensors)))
         in_model_precision = self.precision == "model" and self.is_twin
         graph = self.forward_graph if in_model_precision else self.graph
-        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.name if rules else None, "probability": probability,
+        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.key if rules else None, "probability": probability,
                 "output": output, "expose": exposed, "totals": totals, "model_precision": in_model_precision}
 
         def build():

@@ -7,6 +7,7 @@ order). Guided Backprop, DeconvNet, LRP and DeepLIFT are rule sets.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,11 +54,32 @@ class RuleSet:
     def with_rule(self, selector: Selector, rule: Rule) -> RuleSet:
         return RuleSet(self.entries + ((selector, rule),), self.name)
 
+    @property
+    def key(self) -> str:
+        """A digest of what the rule set computes — each selector's and rule's code and the
+        values they close over — so two rule sets with one name never share a compiled graph,
+        and one built twice from the same parameters does."""
+        text = repr([(_fingerprint(selector), _fingerprint(rule)) for selector, rule in self.entries])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def resolve(self, node: onnx.NodeProto, ctx: SelectionContext) -> Rule | None:
         for selector, rule in self.entries:
             if selector(node, ctx):
                 return rule
         return None
+
+
+def _fingerprint(fn, seen: frozenset = frozenset()) -> object:
+    """A function's module, name, code and the values it closes over or defaults to (functions
+    among them by their own fingerprint); a callable object by its repr."""
+    code = getattr(fn, "__code__", None)
+    if code is None or id(fn) in seen:
+        return repr(fn) if code is None else fn.__qualname__
+    seen = seen | {id(fn)}
+    captured = tuple(_fingerprint(c.cell_contents, seen) if callable(c.cell_contents) else repr(c.cell_contents)
+                     for c in fn.__closure__ or ())
+    return (fn.__module__, fn.__qualname__, code.co_code, repr(code.co_consts), captured,
+            repr(fn.__defaults__), repr(fn.__kwdefaults__))
 
 
 def find_first_layer(nodes: Sequence[onnx.NodeProto]) -> str | None:
