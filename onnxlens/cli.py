@@ -248,7 +248,7 @@ def evaluate(
     metric: Annotated[Optional[str], typer.Option(help="Metric name(s), comma-separated (default: all that apply).")] = None,
     out: Annotated[Path, typer.Option(help="Results file (.json).")] = Path("evaluation.json"),
     masks: Annotated[Optional[Path], typer.Option(help="Ground-truth masks: .npy or .npz, N×H×W.")] = None,
-    boxes: Annotated[Optional[Path], typer.Option(help="Ground-truth boxes: JSON, per image a list of [x0, y0, x1, y1].")] = None,
+    boxes: Annotated[Optional[Path], typer.Option(help="Ground-truth boxes: JSON, per image a list of \\[x0, y0, x1, y1].")] = None,
     reference: Annotated[Optional[Path], typer.Option(help="Reference maps (e.g. fixations): .npy or .npz, N×H×W.")] = None,
     input_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz input.")] = None,
     masks_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz of masks.")] = None,

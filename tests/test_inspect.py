@@ -102,3 +102,18 @@ def test_inspect_reports_missing_backward_rules(save, cli):
     assert info["backward"]["supported"] is False and info["backward"]["missing"] == {"Asinh": ["relu"]}
     table = cli("inspect", save(model)).stdout
     assert "missing: Asinh (relu)" in table and "forward-only" in table
+
+
+def test_every_option_help_reads_in_full(cli):
+    """Rich markup would swallow a bracketed text such as [x0, y0, x1, y1]; every option's help
+    shows as written (escapes removed), for every command."""
+    import typer
+
+    from onnxlens.cli import app
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        shown = " ".join(cli(name, "--help", env={"COLUMNS": "2000"}).stdout.split())
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert " ".join(param.help.replace("\\[", "[").split()) in shown, (name, param.help)
