@@ -25,7 +25,6 @@ class MethodInfo:
     name: str
     fn: Callable[..., Explanation]
     defaults: dict  #: parameter → default value
-    summary: str
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -42,8 +41,7 @@ def method(name: str):
     def register(fn):
         params = list(inspect.signature(fn).parameters.values())[3:]
         defaults = {p.name: p.default for p in params}
-        summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        METHODS[name] = MethodInfo(name, fn, defaults, summary)
+        METHODS[name] = MethodInfo(name, fn, defaults)
         return fn
 
     return register
