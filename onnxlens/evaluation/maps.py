@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from onnxlens.evaluation.registry import MetricError
+from onnxlens.scaling import unit_scale
 
 
 def input_size(engine) -> tuple[int, int]:
@@ -26,10 +27,7 @@ def checked_heatmap(ctx, explanation) -> np.ndarray:
 
 def unit_scaled(maps: np.ndarray) -> np.ndarray:
     """Each map min–max scaled to [0, 1] (a constant map becomes zeros)."""
-    flat = maps.reshape(len(maps), -1).astype(np.float64)
-    lo, hi = flat.min(axis=1, keepdims=True), flat.max(axis=1, keepdims=True)
-    span = np.where(hi > lo, hi - lo, 1.0)
-    return ((flat - lo) / span * (hi > lo)).reshape(maps.shape)
+    return unit_scale(maps, rows=True)
 
 
 def top_fraction(maps: np.ndarray, fraction: float) -> np.ndarray:

@@ -17,7 +17,7 @@ from PIL import Image
 from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, target_scores
-from onnxlens.report.overlay import normalize
+from onnxlens.scaling import unit_scale
 
 
 def default_layer(engine) -> str:
@@ -52,7 +52,7 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def _finish(engine, x, target, score, name, layer, layer_map, attribution=None, params=None) -> Explanation:
     spatial = x.shape[2:] if engine.channel_axis == 1 else x.shape[1:3]
-    heatmap = np.stack([normalize(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
+    heatmap = np.stack([unit_scale(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
     if attribution is None:  # a CAM attributes to the input through its upsampled map, per channel alike
         attribution = np.broadcast_to(np.expand_dims(heatmap, engine.channel_axis), x.shape).astype(np.float32)
     return Explanation(attribution, heatmap, target, score, name, params={"layer": layer, **(params or {})},
@@ -145,7 +145,7 @@ def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation
     guided = engine.vjp(x, engine.one_hot(target, probability), rules=GUIDED_BACKPROP,
                         probability=probability).grads[engine.input_name]
     attribution = (guided * np.expand_dims(up, engine.channel_axis)).astype(np.float32)
-    heatmap = np.stack([normalize(m) for m in np.abs(attribution).max(axis=engine.channel_axis)]).astype(np.float32)
+    heatmap = np.stack([unit_scale(m) for m in np.abs(attribution).max(axis=engine.channel_axis)]).astype(np.float32)
     return Explanation(attribution, heatmap, target, cam.score, "guided_gradcam",
                        params={"layer": cam.params["layer"]}, layer_map=cam.layer_map)
 

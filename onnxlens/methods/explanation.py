@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxlens.scaling import unit_scale
+
 
 def spread_over_channels(heatmap: np.ndarray, x: np.ndarray, channel_axis: int) -> np.ndarray:
     """A per-pixel map (N×H×W) as an attribution shaped like ``x``: each pixel's value split
@@ -20,9 +22,7 @@ def displayable(row: np.ndarray, layout: str) -> np.ndarray:
     hwc = row if layout == "NHWC" else np.moveaxis(row, 0, -1)
     if hwc.shape[-1] == 1:
         hwc = np.repeat(hwc, 3, axis=-1)
-    hwc = hwc[..., :3].astype(np.float64)
-    lo, hi = hwc.min(), hwc.max()
-    return (hwc - lo) / (hi - lo) if hi > lo else np.zeros_like(hwc)
+    return unit_scale(hwc[..., :3])
 
 
 @dataclass

@@ -13,6 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from onnxlens.evaluation.evaluate import BASELINE_PREFIX  # noqa: E402
+from onnxlens.scaling import unit_scale  # noqa: E402
 
 
 
@@ -91,8 +92,7 @@ def tile_grid(images: np.ndarray, columns: int = 8, scale: int = 4, pad: int = 2
     rows = -(-n // columns)
     out = np.full((rows * (h * scale + pad) + pad, min(n, columns) * (w * scale + pad) + pad, 3), 255, np.uint8)
     for k, image in enumerate(np.asarray(images, dtype=np.float64)):
-        lo, hi = image.min(), image.max()
-        unit = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+        unit = unit_scale(image)
         rgb = np.repeat(unit, 3, axis=0) if c == 1 else unit[:3]
         tile = np.repeat(np.repeat((np.moveaxis(rgb, 0, -1) * 255).round().astype(np.uint8), scale, 0), scale, 1)
         r, col = divmod(k, columns)

@@ -9,12 +9,7 @@ import numpy as np
 from PIL import Image
 
 from onnxlens.errors import OnnxLensError, quote
-
-
-def normalize(heatmap: np.ndarray) -> np.ndarray:
-    """Min–max scale to [0, 1] (a constant map becomes zeros)."""
-    lo, hi = float(np.min(heatmap)), float(np.max(heatmap))
-    return (heatmap - lo) / (hi - lo) if hi > lo else np.zeros_like(heatmap, dtype=np.float64)
+from onnxlens.scaling import unit_scale
 
 
 def blend(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha: float = 0.5) -> np.ndarray:
@@ -26,7 +21,7 @@ def blend(picture: np.ndarray, heatmap: np.ndarray, colormap: str = "jet", alpha
     except KeyError:
         raise OnnxLensError(f"unknown colormap {quote(colormap)}; any matplotlib colormap name works (e.g. jet, viridis)") from None
     h, w = picture.shape[:2]
-    heat = normalize(np.abs(heatmap))
+    heat = unit_scale(np.abs(heatmap))
     if heat.shape != (h, w):
         heat = np.asarray(Image.fromarray(heat.astype(np.float32)).resize((w, h), Image.BILINEAR))
     colored = cmap(np.clip(heat, 0, 1))[..., :3]
