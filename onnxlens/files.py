@@ -1,4 +1,4 @@
-"""Writing result files so that a crash never leaves half a file behind."""
+"""Writing result files so that a crash never leaves half a file behind, and values as JSON."""
 
 from __future__ import annotations
 
@@ -27,6 +27,21 @@ def npz_bytes(**arrays) -> bytes:
 
 def write_json(path: Path, value) -> None:
     """JSON-ready ``value`` (numpy values converted) written atomically, NaN refused."""
-    from onnxlens.evaluation.registry import jsonable
-
     write_atomic(path, json.dumps(jsonable(value), indent=1, ensure_ascii=True, allow_nan=False).encode())
+
+
+def jsonable(value):
+    """numpy values and containers as plain Python (NaN and ±inf become None)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (np.floating, float)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value

@@ -13,7 +13,8 @@ from onnxlens.errors import quote
 from onnxlens.evaluation import agreement as agreement_measures
 from onnxlens.evaluation.baselines import BASELINES, baseline_maps
 from onnxlens.evaluation.maps import boxes_to_masks, input_size
-from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, jsonable, metric_info, run_metric
+from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, metric_info, run_metric
+from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import run_method
 from onnxlens.runtime.engine import Engine

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from onnxlens.errors import OnnxLensError, quote
+from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
 
@@ -106,20 +107,3 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
         "seconds": time.perf_counter() - start,
         **jsonable(result),
     }
-
-
-def jsonable(value):
-    """numpy values and containers as plain Python (NaN and ±inf become None)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist())
-    if isinstance(value, (np.floating, float)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value

@@ -20,8 +20,7 @@ import numpy as np
 from onnxlens import __version__
 from onnxlens.errors import OnnxLensError
 from onnxlens.evaluation import evaluate
-from onnxlens.evaluation.registry import jsonable
-from onnxlens.files import npz_bytes, write_atomic, write_json
+from onnxlens.files import jsonable, npz_bytes, write_atomic, write_json
 from onnxlens.methods import Explainer, Explanation
 from onnxlens.methods.registry import run_method
 from onnxlens.pipelines.config import AuditConfig, load_config
