@@ -1,5 +1,10 @@
-"""onnxlens: explain and audit image CNNs exported to ONNX, without the framework that trained them."""
+"""onnxlens: explain and audit image CNNs exported to ONNX, without the framework that trained them.
 
+The names below load on first use (PEP 562), so importing one layer (``onnxlens.report``, say)
+does not load ONNX Runtime and every method and metric.
+"""
+
+import importlib
 import os
 
 __version__ = "0.1.0"
@@ -8,9 +13,17 @@ __version__ = "0.1.0"
 # ~/.cache/Microsoft unless this is set before it initializes; a user's own setting wins.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
-from onnxlens.errors import OnnxLensError  # noqa: E402
-from onnxlens.methods import Explainer, Explanation  # noqa: E402
-from onnxlens.runtime.model_import import ImportedModel, import_model  # noqa: E402
-from onnxlens.evaluation import evaluate  # noqa: E402
+_EXPORTS = {
+    "Explainer": "onnxlens.methods", "Explanation": "onnxlens.methods", "OnnxLensError": "onnxlens.errors",
+    "ImportedModel": "onnxlens.runtime.model_import", "import_model": "onnxlens.runtime.model_import",
+    "evaluate": "onnxlens.evaluation",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
 
-__all__ = ["Explainer", "Explanation", "ImportedModel", "OnnxLensError", "__version__", "evaluate", "import_model"]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'onnxlens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
