@@ -12,6 +12,7 @@ from scipy.special import log_softmax
 
 from onnxlens.errors import quote
 from onnxlens.evaluation.agreement import compare
+from onnxlens.evaluation.evaluate import as_engine
 from onnxlens.evaluation.registry import MetricError
 from onnxlens.methods.registry import run_method
 from onnxlens.methods.scoring import class_score, spatial_size
@@ -129,9 +130,7 @@ def probe(model, x: np.ndarray, method: str = "gradient", attack_name: str = "fg
           fraction: float = 0.1, method_params: dict | None = None, **attack_params) -> ProbeResult:
     """Attack ``x`` and explain it before and after with ``method`` (the same target: the class
     predicted before the attack, unless given): the new prediction and how the map moved."""
-    from onnxlens.evaluation.evaluate import _engine
-
-    engine = _engine(model)
+    engine = as_engine(model)
     x = engine.check_input(x)
     method_params = method_params or {}
     before_e = run_method(method, engine, x, target, **method_params)

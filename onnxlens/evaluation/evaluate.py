@@ -31,7 +31,8 @@ BASELINE_FAMILIES = ("faithfulness", "localization")
 BASELINE_PREFIX = "baseline:"
 
 
-def _engine(model) -> Engine:
+def as_engine(model) -> Engine:
+    """The Engine behind an Engine, an Explainer, an ImportedModel or a model path."""
     if isinstance(model, Engine):
         return model
     if hasattr(model, "engine") and isinstance(model.engine, Engine):  # an Explainer
@@ -114,7 +115,7 @@ def evaluate(
     agreement with it. Faithfulness and localization also score the model-free ``baselines``; agreement is
     measured between every pair of maps. Returns plain dicts and lists (JSON-ready).
     """
-    engine = _engine(model)
+    engine = as_engine(model)
     x = engine.check_input(inputs)
     ctx = EvalContext(engine, x, _masks(engine, x, masks, boxes), seed)
     params = dict(params or {})
