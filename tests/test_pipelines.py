@@ -19,6 +19,7 @@ from conftest import MODELS
 from onnxlens.pipelines import audit
 from onnxlens.pipelines.config import ConfigError, load_config
 from onnxlens.pipelines.datasets import list_items, load_batch
+from onnxlens.pipelines.summary import EXIT_VERDICT_FAILED
 
 DIGITS = MODELS / "samples" / "digits" / "test.npz"
 SHAPES = MODELS / "samples" / "shapes"
@@ -125,7 +126,7 @@ def test_direct_audit_and_its_resume(tmp_path):
     assert first["items"] == {"total": 12, "evaluated": 12, "failed": {}}
     assert first["provenance"]["tasks_computed"] == 3 * 3 and first["provenance"]["tasks_reused"] == 0
     assert len(first["evaluation"]["metrics"]["deletion"]["results"]["lrp"]["per_image"]) == 12
-    assert first["verdict"]["passed"] is False and first["verdict"]["exit_code"] == audit.EXIT_VERDICT_FAILED
+    assert first["verdict"]["passed"] is False and first["verdict"]["exit_code"] == EXIT_VERDICT_FAILED
     again = audit.audit_directly(config)
     assert again["provenance"]["tasks_reused"] == 9 and again["provenance"]["tasks_computed"] == 0
     assert _without_timing(again) == _without_timing(first)
@@ -303,7 +304,7 @@ def test_cli_audit_of_a_model_with_flags_and_the_verdict_exit_code(tmp_path, cli
     config = _config(tmp_path, thresholds=[{"metric": "sparseness", "min": 0.99, "description": "sparse maps"}])
     (tmp_path / "a.json").write_text(json.dumps(config))
     result = cli("audit", tmp_path / "a.json", "--runner", "direct")
-    assert result.returncode == audit.EXIT_VERDICT_FAILED and "FAIL: sparse maps · gradient" in result.stdout
+    assert result.returncode == EXIT_VERDICT_FAILED and "FAIL: sparse maps · gradient" in result.stdout
 
 
 @pytest.mark.parametrize("args, phrase", [

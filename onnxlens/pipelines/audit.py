@@ -25,9 +25,7 @@ from onnxlens.methods import Explainer, Explanation
 from onnxlens.methods.registry import run_method
 from onnxlens.pipelines.config import AuditConfig, load_config
 from onnxlens.pipelines.datasets import Batch, Item, list_items, load_batch
-
-#: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
-EXIT_VERDICT_FAILED = 5
+from onnxlens.pipelines.summary import drift, merge_batches, verdict, with_deployment_checks
 
 
 class OutOfMemory(Exception):
@@ -288,7 +286,6 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     """Merge every batch into the run's bundle (results.json, validated against its schema) and
     verdict.json, write gallery.npz, and render the config's documents (report.html, .pdf)."""
-    from onnxlens.pipelines.summary import drift, merge_batches, verdict, with_deployment_checks
     from onnxlens.report.bundle import SCHEMA, environment, validate
 
     config = plan_.audit

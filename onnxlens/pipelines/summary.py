@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from onnxlens.evaluation.deployment import THRESHOLDS
-from onnxlens.pipelines.audit import EXIT_VERDICT_FAILED
 from onnxlens.pipelines.config import ConfigError
+
+#: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
+EXIT_VERDICT_FAILED = 5
 
 
 def _mean(values) -> float | None:
