@@ -144,6 +144,8 @@ BAD_INPUTS = {
     "metadata not UTF-8": (_metadata_not_utf8, errors.InvalidModelError, "value is not valid UTF-8"),
     "huge image dims": (_declared_dims([1, 3, 120000, 120000]), ResourceLimitError, "ONNXLENS_MAX_INPUT_ELEMENTS"),
     "huge fixed batch": (_declared_dims([2 ** 40]), ResourceLimitError, "211,106,232,532,992 elements"),
+    "zero beside huge dims": (_declared_dims([1, 0, 2 ** 31, 2 ** 31]), ResourceLimitError,
+                              "ONNXLENS_MAX_INPUT_ELEMENTS"),
     "loop of 10^12 trips": (_loop_bomb, ResourceLimitError, "1,000,000,000,000 iterations"),
     "20,001 nodes": (_too_many_nodes, ResourceLimitError, "20,001 nodes, above the limit of 20,000"),
 }

@@ -242,8 +242,9 @@ def probe_feeds(model: onnx.ModelProto, batch: int, size: tuple[int, int] = PROB
                 batch if i == 0 else size[1] if i == symbolic[-1] else size[0] for i, d in enumerate(tt.shape.dim)]
         if any(d < 0 for d in dims):
             raise InvalidModelError(f"input {quote(vi.name)} declares a negative dimension {dims}")
-        check_limit("input_elements", int(np.prod(dims, dtype=object)),
-                    f"input {quote(vi.name)} {dims} at the probe size")
+        # a zero dimension empties the array but not the claim: numpy refuses the other dims' product
+        check_limit("input_elements", int(np.prod([max(d, 1) for d in dims], dtype=object)),
+                    f"input {quote(vi.name)} {dims} at the probe size (zero dimensions counted as 1)")
         dtype = helper.tensor_dtype_to_np_dtype(tt.elem_type)
         feeds[vi.name] = (rng.random(dims).astype(dtype) if np.issubdtype(dtype, np.floating)
                           else np.zeros(dims, dtype))
