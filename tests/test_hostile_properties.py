@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
+from onnx import helper
 
 from builders import conv_classifier
 from conftest import MODELS
@@ -60,14 +61,8 @@ def test_any_array_gives_a_finite_explanation_or_one_clear_error(explainer, data
     st.lists(st.one_of(st.integers(-3, 2 ** 40), st.sampled_from(["N", "", "h"])), max_size=6)))
 def test_any_declared_input_shape_imports_or_fails_clearly(dims):
     model = conv_classifier()
-    shape = model.graph.input[0].type.tensor_type.shape
-    del shape.dim[:]
-    for d in dims:
-        entry = shape.dim.add()
-        if isinstance(d, str):
-            entry.dim_param = d
-        else:
-            entry.dim_value = d
+    image = model.graph.input[0]
+    image.CopyFrom(helper.make_tensor_value_info(image.name, image.type.tensor_type.elem_type, list(dims)))
     try:
         imported = import_model(model.SerializeToString())
     except OnnxLensError as exc:

@@ -114,7 +114,7 @@ def append_vjp(
         if t in totals:
             row_sums[t] = total_name(t)
             rank = len(infos[t].type.tensor_type.shape.dim) if t in infos else 0
-            if rank < 2:  # unknown rank: one row per leading index
+            if rank < 2:  # rank unknown (0) or 1: flattened to one row per leading index first
                 ct, rank = g.op("Reshape", ct, g.ints([0, -1], "rows")), 2
             g.nodes.append(helper.make_node("ReduceSum", [ct, g.ints(range(1, rank), "axes")], [row_sums[t]],
                                             keepdims=0, name=g.names("total")))
