@@ -270,6 +270,7 @@ def evaluate(
 
     from onnxlens.evaluation import DEFAULT_METRICS, evaluate as run_evaluation, metric_info
     from onnxlens.files import write_json
+    from onnxlens.bundle import BASELINE_PREFIX, is_baseline
     from onnxlens.evaluation.baselines import BASELINES
     from onnxlens.evaluation.registry import MetricError
     from onnxlens.methods.registry import coerce_params, method_info, run_method
@@ -322,14 +323,13 @@ def evaluate(
                                  baselines=tuple(BASELINES) if baselines else (), seed=seed, progress=progress)
     results["model_file"] = model.name
     write_json(out, results)
-    prefix = "baseline:"
     columns = list(dict.fromkeys(label for entry in results["metrics"].values() for label in entry["results"]))
     table = Table(title=f"{len(x)} input(s) · means", title_justify="left",
-                  caption="† a model-free saliency baseline" if any(c.startswith(prefix) for c in columns) else None,
+                  caption="† a model-free saliency baseline" if any(map(is_baseline, columns)) else None,
                   caption_justify="left")
     table.add_column("metric", no_wrap=True)
     for label in columns:
-        table.add_column(_safe(label[len(prefix):] + " †" if label.startswith(prefix) else label), justify="right")
+        table.add_column(_safe(label[len(BASELINE_PREFIX):] + " †" if is_baseline(label) else label), justify="right")
     for name, entry in results["metrics"].items():
         cells = [entry["results"].get(label, {}).get("mean") for label in columns]
         table.add_row(name, *("–" if v is None else f"{v:.3g}" for v in cells))
@@ -622,7 +622,7 @@ def report(
 ) -> None:
     """Render a run's verdict.json, report.html and report.pdf from its results.json and the
     arrays beside it (neither the model nor the dataset is needed)."""
-    from onnxlens.report.bundle import json_schema
+    from onnxlens.bundle import json_schema
     from onnxlens.report.render import render_run
 
     if schema:

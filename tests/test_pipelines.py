@@ -19,7 +19,7 @@ from conftest import MODELS
 from onnxlens.pipelines import audit
 from onnxlens.pipelines.config import ConfigError, load_config
 from onnxlens.pipelines.datasets import list_items, load_batch
-from onnxlens.pipelines.summary import EXIT_VERDICT_FAILED
+from onnxlens.evaluation.verdict import EXIT_VERDICT_FAILED
 
 DIGITS = MODELS / "samples" / "digits" / "test.npz"
 SHAPES = MODELS / "samples" / "shapes"

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import MODELS
 from onnxlens.pipelines import audit
-from onnxlens.report.bundle import SCHEMA, BundleError, load_bundle
-from onnxlens.report.findings import findings
+from onnxlens.bundle import SCHEMA, BundleError, load_bundle
+from onnxlens.evaluation.verdict import findings
 
 DIGITS = MODELS / "samples" / "digits" / "test.npz"
 
@@ -105,6 +105,12 @@ def test_report_re_renders_from_the_bundle_alone(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     assert (run / "report.html").read_text() == page and (run / "verdict.json").read_text() == verdict
     assert (run / "report.pdf").exists()
+    # findings were judged when the run finished: the page shows the stored ones, not new ones
+    stored = json.loads((run / "results.json").read_text())
+    stored["findings"]["methods"][0]["faithfulness"]["text"] = "judged by an earlier onnxlens"
+    (run / "results.json").write_text(json.dumps(stored))
+    assert cli("report", run).returncode == 0
+    assert "judged by an earlier onnxlens" in (run / "report.html").read_text()
     assert cli("report", run, "--formats", "html,docx").returncode == 1
     missing = cli("report", tmp_path)
     assert missing.returncode == 1 and "no results.json" in missing.stderr
@@ -157,11 +163,6 @@ def test_missing_pango_keeps_every_other_result(tmp_path, monkeypatch):
     assert any(n.startswith("report.pdf not written") for n in load_bundle(run)["provenance"]["notes"])
 
 
-def _bundle(metrics: dict, masks_mark="object") -> dict:
-    return {"config": {"dataset": {"masks_mark": masks_mark}},
-            "evaluation": {"explanations": {"a": {}, "b": {}}, "metrics": metrics}}
-
-
 def _entry(family, higher, **means):
     return {"family": family, "summary": "", "results": {
         label.replace("__", ":"): {"mean": v, "higher_is_better": higher} for label, v in means.items()}}
@@ -174,15 +175,15 @@ def test_findings_follow_their_stated_rules():
                "model_randomization": {"family": "sanity", "summary": "", "results": {
                    "a": {"mean": 0.3, "spearman_abs_by_layer": [0.9, 0.2], "mode": "cascading"},
                    "b": {"mean": 0.8, "spearman_abs_by_layer": [0.9, 0.7], "mode": "cascading"}}}}
-    a, b = findings(_bundle(metrics))
+    a, b = findings(metrics, ["a", "b"])["methods"]
     assert a["faithfulness"]["status"] == "pass" and "deletion, insertion" in a["faithfulness"]["text"]
     assert b["faithfulness"]["status"] == "fail" and "deletion 0.5 vs x 0.3" in b["faithfulness"]["text"]
     assert a["sanity"]["status"] == "pass" and b["sanity"]["status"] == "fail" and "0.70" in b["sanity"]["text"]
     assert a["localization"]["status"] == "pass" and b["localization"]["status"] == "flag"
-    a, b = findings(_bundle(metrics, masks_mark="spurious"))
+    a, b = findings(metrics, ["a", "b"], masks_mark="spurious")["methods"]
     assert a["localization"]["status"] == "flag" and "relies on it" in a["localization"]["text"]
     assert b["localization"]["status"] == "pass"
-    none = findings(_bundle({}))[0]
+    none = findings({}, ["a"])["methods"][0]
     assert {none[k]["status"] for k in ("faithfulness", "sanity", "localization")} == {"none"}
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from onnxlens import __version__
+from onnxlens.bundle import BASELINE_PREFIX
 from onnxlens.errors import quote
 from onnxlens.evaluation import agreement as agreement_measures
 from onnxlens.evaluation.baselines import BASELINES, baseline_maps
@@ -28,7 +29,6 @@ DEFAULT_METRICS = ("deletion", "insertion", "faithfulness_correlation", "infidel
                    "sparseness", "complexity", "completeness", "cost")
 #: Metric families that also score the model-free baselines, so each method is shown beside them.
 BASELINE_FAMILIES = ("faithfulness", "localization")
-BASELINE_PREFIX = "baseline:"
 
 
 def as_engine(model) -> Engine:

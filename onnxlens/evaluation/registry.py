@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from onnxlens.bundle import FAMILIES
 from onnxlens.errors import OnnxLensError, quote
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
 
-#: Metric families, in the order a report shows them.
-FAMILIES = ("faithfulness", "localization", "robustness", "complexity", "sanity", "checks")
 
 
 class MetricError(OnnxLensError):

@@ -18,14 +18,16 @@ from pathlib import Path
 import numpy as np
 
 from onnxlens import __version__
+from onnxlens.bundle import assemble
 from onnxlens.errors import OnnxLensError
 from onnxlens.evaluation import evaluate
+from onnxlens.evaluation.verdict import findings, verdict, with_deployment_checks
 from onnxlens.files import jsonable, npz_bytes, write_atomic, write_json
 from onnxlens.methods import Explainer, Explanation
 from onnxlens.methods.registry import run_method
 from onnxlens.pipelines.config import AuditConfig, load_config
 from onnxlens.pipelines.datasets import Batch, Item, list_items, load_batch
-from onnxlens.pipelines.summary import drift, merge_batches, verdict, with_deployment_checks
+from onnxlens.pipelines.summary import drift, merge_batches
 
 
 class OutOfMemory(Exception):
@@ -286,8 +288,6 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
 def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     """Merge every batch into the run's bundle (results.json, validated against its schema) and
     verdict.json, write gallery.npz, and render the config's documents (report.html, .pdf)."""
-    from onnxlens.report.bundle import SCHEMA, environment, validate
-
     config = plan_.audit
     run = Path(plan_.run_dir)
     batches = [json.loads(evaluate_path(plan_, i).read_text()) for i in range(len(plan_.batches))]
@@ -299,11 +299,8 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
     merged = merge_batches([b["results"] for b in batches if b["results"]], [b["ids"] for b in batches if b["results"]])
     statuses = [e["status"] for e in task_log]
     labels = config.method_labels()
-    results = {
-        "schema": SCHEMA,
-        "onnxlens_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "environment": environment([p for e in task_log for p in e.get("providers", [])]),
+    metrics = merged.get("metrics", {})
+    parts = {
         "model": json.loads((run / "model.json").read_text()),
         "config": plan_.config,
         "items": {"total": len(plan_.items), "evaluated": len(merged.get("ids", [])), "failed": failed},
@@ -311,22 +308,22 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         "provenance": {"tasks_computed": statuses.count("computed"), "tasks_reused": statuses.count("reused"),
                        "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
         "timings": _timings(task_log, merged),
-        "verdict": verdict(config, merged, failed),
+        "verdict": verdict(config.thresholds, labels, metrics, len(failed)),
+        "findings": findings(metrics, list(merged.get("explanations", {})), config.dataset.masks_mark),
     }
     if config.compare is not None:
-        results["drift"] = drift(results, config.compare)
+        parts["drift"] = drift(metrics, parts["model"]["sha256"], config.compare)
     deployment_file = None
     if config.compare_model is not None:
-        results["deployment"], deployment_file = write_deployment(plan_, results["evaluation"].get("ids", []))
-        results["verdict"] = with_deployment_checks(results["verdict"], results["deployment"],
-                                                    config.compare_model.severity)
-    results["arrays"] = {
+        parts["deployment"], deployment_file = write_deployment(plan_, merged.get("ids", []))
+        parts["verdict"] = with_deployment_checks(parts["verdict"], parts["deployment"], config.compare_model.severity)
+    parts["frequency"], frequency_file = write_frequency(plan_)
+    parts["arrays"] = {
         "explanations": {label: [str(explain_path(plan_, i, label).relative_to(run)) for i in range(len(plan_.batches))]
                          for label in labels},
-        "gallery": write_gallery(plan_, results), "deployment": deployment_file}
-    results["frequency"], results["arrays"]["frequency"] = write_frequency(plan_)
-    results = jsonable(results)
-    validate(results)
+        "gallery": write_gallery(plan_, merged.get("ids", [])), "deployment": deployment_file,
+        "frequency": frequency_file}
+    results = assemble(providers=[p for e in task_log for p in e.get("providers", [])], **parts)
     write_json(run / "results.json", results)
     from onnxlens.report.pdf import PdfError
     from onnxlens.report.render import render_run
@@ -397,13 +394,13 @@ def write_frequency(plan_: RunPlan, cutoff: float = 0.5) -> tuple[dict, str | No
     return summary, FREQUENCY
 
 
-def write_gallery(plan_: RunPlan, results: dict) -> str | None:
+def write_gallery(plan_: RunPlan, evaluated: list[str]) -> str | None:
     """The first ``gallery_size`` evaluated inputs as displayable pictures, with each method's
     heatmap and target, into gallery.npz (what the report shows; None when empty)."""
     from onnxlens.methods.explanation import displayable
 
     config = plan_.audit
-    wanted = results["evaluation"].get("ids", [])[: config.gallery_size]
+    wanted = evaluated[: config.gallery_size]
     labels = config.method_labels()
     ids, pictures, maps = [], [], {label: [] for label in labels}
     for index in range(len(plan_.batches)):

@@ -1,4 +1,4 @@
-"""Merging batch results into one run, the verdict, and the drift against an earlier run."""
+"""Merging batch results into one run, and the drift of a run against an earlier one."""
 
 from __future__ import annotations
 
@@ -7,11 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from onnxlens.evaluation.deployment import THRESHOLDS
 from onnxlens.pipelines.config import ConfigError
-
-#: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
-EXIT_VERDICT_FAILED = 5
 
 
 def _mean(values) -> float | None:
@@ -63,49 +59,17 @@ def merge_batches(batches: list[dict], ids: list[list[str]]) -> dict:
     return merged
 
 
-def verdict(config, merged: dict, failed: dict) -> dict:
-    """Each threshold checked against the metric's mean for each method it names."""
-    checks = []
-    labels = config.method_labels()
-    for rule in config.thresholds:
-        entry = merged.get("metrics", {}).get(rule.metric)
-        for label in [rule.method] if rule.method else labels:
-            value = None if entry is None else entry["results"].get(label, {}).get("mean")
-            ok = value is not None and (rule.max is None or value <= rule.max) and (rule.min is None or value >= rule.min)
-            checks.append({"metric": rule.metric, "method": label, "value": value, "max": rule.max, "min": rule.min,
-                           "severity": rule.severity, "passed": ok, "description": rule.description,
-                           "why": None if value is not None else "the metric was not computed for this method"})
-    passed = all(c["passed"] for c in checks if c["severity"] == "fail")
-    return {"passed": passed, "exit_code": 0 if passed else EXIT_VERDICT_FAILED, "checks": checks,
-            "warnings": [c for c in checks if c["severity"] == "warn" and not c["passed"]],
-            "failed_items": len(failed)}
-
-
-def with_deployment_checks(verdict_: dict, deployment: dict, severity: str) -> dict:
-    """The audit verdict with each threshold of the deployed-vs-reference comparison as a check
-    (metric ``deployment:THRESHOLD``) of the given severity."""
-    checks = [{"metric": f"deployment:{c['threshold']}", "method": c["method"] or "all",
-               "value": c["value"], "max": c["limit"] if c["threshold"].startswith("max_") else None,
-               "min": None if c["threshold"].startswith("max_") else c["limit"], "severity": severity,
-               "passed": c["passed"], "description": THRESHOLDS[c["threshold"]],
-               "why": None if c["value"] is not None else "the comparison has no value for it"}
-              for c in deployment["verdict"]["checks"]]
-    all_checks = verdict_["checks"] + checks
-    passed = all(c["passed"] for c in all_checks if c["severity"] == "fail")
-    return {**verdict_, "passed": passed, "exit_code": 0 if passed else EXIT_VERDICT_FAILED, "checks": all_checks,
-            "warnings": [c for c in all_checks if c["severity"] == "warn" and not c["passed"]]}
-
-
-def drift(results: dict, previous_run: Path) -> dict:
-    """Each metric mean of this run beside the same mean in ``previous_run`` (an earlier run
-    folder), the change, and whether the model or the verdict changed."""
+def drift(metrics: dict, model_sha256: str, previous_run: Path) -> dict:
+    """Each of this run's metric means (``metrics``, merged) beside the same mean in
+    ``previous_run`` (an earlier run folder), the change, and whether the model or the verdict
+    changed."""
     path = Path(previous_run) / "results.json"
     try:
         before = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot compare with {str(previous_run)!r}: {exc}") from None
     changes = {}
-    for name, entry in results["evaluation"].get("metrics", {}).items():
+    for name, entry in metrics.items():
         old = before.get("evaluation", {}).get("metrics", {}).get(name, {}).get("results", {})
         for label, r in entry["results"].items():
             previous = old.get(label, {}).get("mean")
@@ -113,5 +77,5 @@ def drift(results: dict, previous_run: Path) -> dict:
             change = None if previous is None or current is None else current - previous
             changes.setdefault(name, {})[label] = {"previous": previous, "current": current, "change": change}
     return {"previous_run": str(previous_run), "previous_created": before.get("created"),
-            "model_changed": before.get("model", {}).get("sha256") != results["model"].get("sha256"),
+            "model_changed": before.get("model", {}).get("sha256") != model_sha256,
             "verdict_before": before.get("verdict", {}).get("passed"), "metrics": changes}

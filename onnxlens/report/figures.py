@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from onnxlens.evaluation.evaluate import BASELINE_PREFIX  # noqa: E402
+from onnxlens.bundle import is_baseline  # noqa: E402
 from onnxlens.scaling import unit_scale  # noqa: E402
 
 
@@ -51,7 +51,7 @@ def curves_uri(title: str, curves: dict[str, list[float]], xlabel: str, ylabel: 
     labelled ``baseline:…``, dashed)."""
     fig, ax = plt.subplots(figsize=(5.6, 3.4), dpi=100)
     for label, values in curves.items():
-        style = {"linestyle": "--", "linewidth": 1.0} if label.startswith(BASELINE_PREFIX) else {"linewidth": 1.8}
+        style = {"linestyle": "--", "linewidth": 1.0} if is_baseline(label) else {"linewidth": 1.8}
         ax.plot(np.linspace(0, 1, len(values)), values, label=label, **style)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(0, 1))
     ax.grid(alpha=0.3)

@@ -15,10 +15,8 @@ import numpy as np
 from jinja2 import Environment, PackageLoader
 from markupsafe import Markup, escape
 
-from onnxlens.evaluation.evaluate import BASELINE_PREFIX
-from onnxlens.evaluation.registry import FAMILIES
+from onnxlens.bundle import FAMILIES, is_baseline
 from onnxlens.report.figures import curves_uri, layers_uri, spectra_uri
-from onnxlens.report.findings import RANDOM_LOGIT_LIMIT, SANITY_LIMIT, findings
 
 TITLES = {"faithfulness": "Faithfulness", "localization": "Localization", "robustness": "Robustness",
           "complexity": "Complexity", "sanity": "Sanity checks", "checks": "Conservation and cost"}
@@ -51,7 +49,7 @@ def _family_table(family: str, metrics: dict) -> dict | None:
     if not entries:
         return None
     columns = list(dict.fromkeys(label for e in entries.values() for label in e["results"]))
-    columns.sort(key=lambda c: c.startswith(BASELINE_PREFIX))  # methods first, baselines after
+    columns.sort(key=is_baseline)  # methods first, baselines after
     rows = []
     for name, entry in entries.items():
         results = entry["results"]
@@ -60,7 +58,7 @@ def _family_table(family: str, metrics: dict) -> dict | None:
         best = (max if higher else min)(means.values()) if means and higher is not None and len(means) > 1 else None
         rows.append({"name": name, "summary": entry["summary"],
                      "arrow": {True: "↑", False: "↓"}.get(higher, ""),
-                     "cells": [{"text": _fmt(means.get(c)), "baseline": c.startswith(BASELINE_PREFIX),
+                     "cells": [{"text": _fmt(means.get(c)), "baseline": is_baseline(c),
                                 "best": best is not None and means.get(c) == best} for c in columns]})
     return {"family": family, "title": TITLES.get(family, family), "columns": columns, "rows": rows, "figures": [],
             "caption": f"{TITLES.get(family, family)}: mean over the inputs per method (↑ higher is better, "
@@ -126,9 +124,7 @@ def render_html(bundle: dict, gallery: dict | None = None, filters: dict | None 
     config = bundle["config"]
     return _TEMPLATES.get_template("report.html.j2").render(
         **{"drift": None, "deployment": None, **{k: v for k, v in bundle.items() if k != "frequency"}},
-        sections=[{"id": i, "title": t} for i, t in sections], findings=findings(bundle), families=families,
+        sections=[{"id": i, "title": t} for i, t in sections], families=families,
         agreement=agreement, gallery=gallery, colormap=config.get("colormap", "jet"), frequency=frequency,
         filters=filters, deployment_gallery=deployment_gallery,
-        masks_mark=config.get("dataset", {}).get("masks_mark", "object"), sanity_limit=SANITY_LIMIT,
-        random_logit_limit=RANDOM_LOGIT_LIMIT,
         config_rows=[(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)) for k, v in config.items()])

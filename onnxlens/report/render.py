@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from onnxlens.files import write_atomic, write_json
-from onnxlens.report.bundle import BundleError, load_bundle
+from onnxlens.bundle import BundleError, load_bundle
 from onnxlens.report.figures import enlarged_uri, png_uri, tile_grid
 from onnxlens.report.html import render_html
 from onnxlens.report.overlay import blend

@@ -1,6 +1,8 @@
-"""The report bundle: everything an audit produced, in one versioned JSON document
-(``results.json``) with a schema, and the arrays beside it as .npz files. Reports are rendered
-from the bundle alone, so an old run can be re-rendered without its model or dataset.
+"""The results bundle: everything an audit produced, in one versioned JSON document
+(``results.json``) with a schema, and the arrays beside it as .npz files. It is the only
+contract between computing and presenting: pipelines assemble it (``assemble``), reports render
+it alone, so an old run re-renders without its model or dataset and with the findings it had.
+The vocabulary both sides share (the baseline prefix, the metric families) lives here.
 
 ``onnxlens report --schema`` prints the JSON Schema of the current version. Layout (stable
 within a version; fields are only added, never renamed, until the version changes):
@@ -13,6 +15,8 @@ within a version; fields are only added, never renamed, until the version change
 - ``evaluation`` — metric results per metric and method (model-free baselines as
   ``baseline:NAME``), agreement between maps
 - ``verdict`` — each threshold checked; ``drift`` — against an earlier run, if asked
+- ``findings`` — per method, what the metrics say (faithful, sane, localized) and the limits
+  that decided it, judged once when the run finished
 - ``deployment`` — the audited (deployed) model against its reference form, if asked:
   top-1 agreement, score deviation, per method the agreement of the two models' maps, the
   inputs most-changed first (their pictures and maps in deployment.npz)
@@ -27,15 +31,22 @@ from __future__ import annotations
 
 import json
 import platform
+import time
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from onnxlens import __version__
 from onnxlens.errors import OnnxLensError, quote
+from onnxlens.files import jsonable
 
-SCHEMA = "onnxlens.audit/2"
+SCHEMA = "onnxlens.audit/3"
+#: Labels of model-free baseline maps in metric results: ``baseline:NAME``.
+BASELINE_PREFIX = "baseline:"
+#: Metric families, in the order a report shows them.
+FAMILIES = ("faithfulness", "localization", "robustness", "complexity", "sanity", "checks")
 #: The packages whose versions a bundle records.
 PACKAGES = ("onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "numpy", "scipy", "prefect",
             "matplotlib", "pillow", "jinja2", "weasyprint")
@@ -249,10 +260,32 @@ class Frequency(_Closed):
     first_layer: FirstLayer | None
 
 
+class Finding(_Closed):
+    status: Literal["pass", "fail", "flag", "none"]
+    text: str
+
+
+class MethodFindings(_Closed):
+    method: str
+    faithfulness: Finding
+    sanity: Finding
+    localization: Finding
+
+
+class Findings(_Closed):
+    """What the metrics say about each method, with the limits and the mask meaning that
+    decided it (``onnxlens.evaluation.verdict.findings``)."""
+
+    sanity_limit: float  #: Spearman |map| after randomization at or above which sanity fails
+    random_logit_limit: float  #: SSIM between two classes' maps at or above which sanity fails
+    masks_mark: Literal["object", "spurious"]
+    methods: list[MethodFindings]
+
+
 class AuditBundle(_Closed):
     """results.json of an audit run."""
 
-    schema_: Literal["onnxlens.audit/2"] = Field(alias="schema")
+    schema_: Literal["onnxlens.audit/3"] = Field(alias="schema")
     onnxlens_version: str
     created: str
     environment: Environment
@@ -261,6 +294,7 @@ class AuditBundle(_Closed):
     items: Items
     evaluation: Evaluation
     verdict: Verdict
+    findings: Findings
     drift: Drift | None = None
     frequency: Frequency | None = None
     deployment: Deployment | None = None
@@ -286,6 +320,22 @@ def environment(providers: list[str]) -> dict:
             continue
     return {"python": platform.python_version(), "platform": platform.platform(), "packages": packages,
             "providers": sorted(set(providers))}
+
+
+def is_baseline(label: str) -> bool:
+    """Whether a result label names a model-free baseline map."""
+    return label.startswith(BASELINE_PREFIX)
+
+
+def assemble(*, providers: list[str], **parts) -> dict:
+    """A bundle from its ``parts`` (the fields of ``AuditBundle`` past the header), stamped
+    with the schema, this version, the time and the environment, made JSON-ready and
+    validated."""
+    results = jsonable({"schema": SCHEMA, "onnxlens_version": __version__,
+                        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                        "environment": environment(providers), **parts})
+    validate(results)
+    return results
 
 
 def validate(results: dict) -> AuditBundle:

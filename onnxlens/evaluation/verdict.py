@@ -1,8 +1,11 @@
-"""The report's summary per method, read off the bundle's metric results: is it shown to be
-faithful, does it pass the sanity checks, does it flag reliance on a spurious region. Each
-finding states the numbers and the rule that decided it.
+"""Where a run's pass and fail are decided, once, when it finishes; reports only show them.
 
-Rules (stated on the page too):
+- ``verdict``: each threshold of the audit configuration against a metric's mean (a ``fail``
+  threshold decides the exit code, a ``warn`` is flagged); ``with_deployment_checks`` adds the
+  deployed-vs-reference comparison's thresholds.
+- ``findings``: per method, what the metrics say: is it shown to be faithful, does it pass the
+  sanity checks, does it flag reliance on a spurious region. Each finding states the numbers
+  and the rule that decided it. Rules (stated on the report page too):
 
 - faithful: on every faithfulness metric the run measured, the method does better than every
   model-free baseline map (a map that never looked at the model); worse than one of them on
@@ -19,10 +22,15 @@ Rules (stated on the page too):
 
 from __future__ import annotations
 
-from onnxlens.evaluation.evaluate import BASELINE_PREFIX as BASELINE
+from collections.abc import Sequence
+
+from onnxlens.bundle import BASELINE_PREFIX as BASELINE
+from onnxlens.evaluation.deployment import THRESHOLDS
 
 SANITY_LIMIT = 0.5
 RANDOM_LOGIT_LIMIT = 0.9
+#: Exit code of ``onnxlens audit`` when a ``fail`` threshold is not met.
+EXIT_VERDICT_FAILED = 5
 
 
 def _better(a: float, b: float, higher: bool) -> bool:
@@ -104,12 +112,43 @@ def _localization(metrics: dict, label: str, masks_mark: str) -> dict:
     return {"status": "none", "text": "no localization metric in this run"}
 
 
-def findings(bundle: dict) -> list[dict]:
-    """One row per explained method: ``{"method", "faithfulness", "sanity", "localization"}``,
-    each ``{"status": pass|fail|flag|none, "text"}``."""
-    evaluation = bundle["evaluation"]
-    metrics = evaluation.get("metrics", {})
-    masks_mark = bundle["config"].get("dataset", {}).get("masks_mark", "object")
-    return [{"method": label, "faithfulness": _faithfulness(metrics, label), "sanity": _sanity(metrics, label),
-             "localization": _localization(metrics, label, masks_mark)}
-            for label in evaluation.get("explanations", {})]
+def findings(metrics: dict, labels: Sequence[str], masks_mark: str = "object") -> dict:
+    """What ``metrics`` (merged metric results) say about each explained method in ``labels``,
+    with the limits that decided it: the bundle's ``findings``."""
+    return {"sanity_limit": SANITY_LIMIT, "random_logit_limit": RANDOM_LOGIT_LIMIT, "masks_mark": masks_mark,
+            "methods": [{"method": label, "faithfulness": _faithfulness(metrics, label),
+                         "sanity": _sanity(metrics, label), "localization": _localization(metrics, label, masks_mark)}
+                        for label in labels]}
+
+
+def _decided(checks: list[dict], **rest) -> dict:
+    passed = all(c["passed"] for c in checks if c["severity"] == "fail")
+    return {**rest, "passed": passed, "exit_code": 0 if passed else EXIT_VERDICT_FAILED, "checks": checks,
+            "warnings": [c for c in checks if c["severity"] == "warn" and not c["passed"]]}
+
+
+def verdict(thresholds: Sequence, labels: Sequence[str], metrics: dict, failed_items: int) -> dict:
+    """Each threshold (``metric``, ``method`` or None for every label, ``max``, ``min``,
+    ``severity``, ``description``) checked against the metric's mean for each method it names."""
+    checks = []
+    for rule in thresholds:
+        entry = metrics.get(rule.metric)
+        for label in [rule.method] if rule.method else labels:
+            value = None if entry is None else entry["results"].get(label, {}).get("mean")
+            ok = value is not None and (rule.max is None or value <= rule.max) and (rule.min is None or value >= rule.min)
+            checks.append({"metric": rule.metric, "method": label, "value": value, "max": rule.max, "min": rule.min,
+                           "severity": rule.severity, "passed": ok, "description": rule.description,
+                           "why": None if value is not None else "the metric was not computed for this method"})
+    return _decided(checks, failed_items=failed_items)
+
+
+def with_deployment_checks(verdict_: dict, deployment: dict, severity: str) -> dict:
+    """The verdict with each threshold of the deployed-vs-reference comparison as a check
+    (metric ``deployment:THRESHOLD``) of the given severity."""
+    checks = [{"metric": f"deployment:{c['threshold']}", "method": c["method"] or "all",
+               "value": c["value"], "max": c["limit"] if c["threshold"].startswith("max_") else None,
+               "min": None if c["threshold"].startswith("max_") else c["limit"], "severity": severity,
+               "passed": c["passed"], "description": THRESHOLDS[c["threshold"]],
+               "why": None if c["value"] is not None else "the comparison has no value for it"}
+              for c in deployment["verdict"]["checks"]]
+    return _decided(verdict_["checks"] + checks, failed_items=verdict_["failed_items"])
