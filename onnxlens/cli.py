@@ -575,8 +575,7 @@ def audit(
         else:
             from onnxlens.pipelines import flows
 
-            flows.progress_hook = progress
-            results = flows.audit_flow(config)
+            results = flows.audit_flow(config, progress=progress)
     verdict = results["verdict"]
     items = results["items"]
     typer.echo(f"audit {'PASSED' if verdict['passed'] else 'FAILED'}: {items['evaluated']} of {items['total']} "

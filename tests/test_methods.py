@@ -7,7 +7,7 @@ import pytest
 
 from conftest import MODELS
 from onnxlens import Explainer, errors
-from onnxlens.methods import METHODS, MethodError
+from onnxlens.methods import METHODS, Explanation, MethodError
 from onnxlens.methods.gradients import quadrature
 
 GRADIENT_FAMILY = ["gradient", "input_x_gradient", "integrated_gradients", "smoothgrad", "smoothgrad_squared",
@@ -223,6 +223,24 @@ def test_cli_explain_npy_to_npz(tmp_path, cli):
     saved = np.load(tmp_path / "e.npz")
     assert saved["attribution"].shape == (2, 1, 32, 32) and saved["heatmap"].shape == (2, 32, 32)
     assert saved["target"].shape == (2,) and saved["score"].shape == (2,)
+    again = Explanation.from_arrays(saved)  # the one format: the audit's run folder reads it too
+    assert again.method == "integrated_gradients" and again.params["steps"] == 8
+    assert again.diagnostics["completeness_gap"].shape == (2,)
+
+
+def test_explanation_arrays_round_trip_split_and_join(digits):
+    x = DIGITS["x"][:4]
+    lrp = digits.explain(x, "lrp")  # a per-tensor diagnostic: the input's entry is kept
+    back = Explanation.from_arrays(lrp.to_arrays())
+    np.testing.assert_array_equal(back.attribution, lrp.attribution)
+    np.testing.assert_array_equal(back.diagnostics["conservation_gap"],
+                                  next(iter(lrp.diagnostics["conservation_gap"].values())))
+    cam = digits.explain(x, "gradcam")
+    joined = Explanation.concatenate([cam.take([0, 1]), cam.take([2, 3])])
+    np.testing.assert_array_equal(joined.heatmap, cam.heatmap)
+    np.testing.assert_array_equal(joined.layer_map, cam.layer_map)
+    assert joined.timings["total"] == pytest.approx(cam.timings["total"])
+    np.testing.assert_array_equal(cam.take([3, 1]).target, cam.target[[3, 1]])
 
 
 def test_cli_explain_image_to_png_overlay(tmp_path, cli):

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from conftest import MODELS
-from onnxlens.pipelines import audit
+from onnxlens.pipelines import audit, explaining, run_plan
 from onnxlens.pipelines.config import ConfigError, load_config
 from onnxlens.pipelines.datasets import list_items, load_batch
 from onnxlens.evaluation.verdict import EXIT_VERDICT_FAILED
@@ -56,8 +56,8 @@ def test_config_validation_names_the_problem(change, phrase, tmp_path):
 
 def test_layout_override_reaches_the_model(tmp_path):
     config = load_config(_config(tmp_path, dataset={"preprocessing": {"layout": "NHWC"}}))
-    assert audit.explainer_for(config).model.spec.image_input.layout == "NHWC"
-    assert audit.explainer_for(load_config(_config(tmp_path))).model.spec.image_input.layout == "NCHW"
+    assert run_plan.explainer_for(config).model.spec.image_input.layout == "NHWC"
+    assert run_plan.explainer_for(load_config(_config(tmp_path))).model.spec.image_input.layout == "NCHW"
 
 
 def test_config_files_in_three_formats(tmp_path):
@@ -165,7 +165,7 @@ def flows():
 
 def test_flow_retries_a_transient_fault(flows, tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = audit.explain_batch
+    real = explaining.explain_batch
 
     def flaky(plan, index, label):
         calls["n"] += 1
@@ -173,7 +173,7 @@ def test_flow_retries_a_transient_fault(flows, tmp_path, monkeypatch):
             raise RuntimeError("transient: the disk hiccuped")
         return real(plan, index, label)
 
-    monkeypatch.setattr(audit, "explain_batch", flaky)
+    monkeypatch.setattr(flows, "explain_batch", flaky)
     results = flows.audit_flow(_config(tmp_path, retries=1))
     # batch 0 failed after its first method; the retry reused that method's stored result
     assert calls["n"] == 3 * 2 + 2 and results["items"]["evaluated"] == 12
@@ -190,7 +190,7 @@ def test_flow_halves_a_batch_on_out_of_memory_and_keeps_going_past_bad_inputs(fl
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate memory for 4 rows")
         return real(name, engine, x, target, **params)
 
-    monkeypatch.setattr(audit, "run_method", small_memory)
+    monkeypatch.setattr(explaining, "run_method", small_memory)
     folder = _folder_dataset(tmp_path)
     config = _config(tmp_path, dataset={"path": str(folder), "limit": None, "labels_key": None}, batch_size=4)
     results = flows.audit_flow(config)
@@ -210,7 +210,7 @@ def test_permanent_failure_of_one_input_leaves_the_others(flows, tmp_path, monke
             raise InputShapeError("a blank input cannot be explained")
         return real(name, engine, x, target, **params)
 
-    monkeypatch.setattr(audit, "run_method", picky)
+    monkeypatch.setattr(explaining, "run_method", picky)
     data = np.load(DIGITS)["x"][:8].copy()
     data[5] = 0.0
     np.save(tmp_path / "x.npy", data)
@@ -330,7 +330,7 @@ def test_cuda_failure_falls_back_to_the_cpu(tmp_path, monkeypatch):
             raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : CUDA failure 700: an illegal memory access")
         return real(name, engine, x, target, **params)
 
-    monkeypatch.setattr(audit, "run_method", cuda_breaks)
+    monkeypatch.setattr(explaining, "run_method", cuda_breaks)
     results = audit.audit_directly(_config(tmp_path, device="auto", methods=["gradient"], dataset={"limit": 4}))
     assert results["items"]["evaluated"] == 4
     assert any("CUDA failure" in n and "retried on the CPU" in n for n in results["provenance"]["notes"])

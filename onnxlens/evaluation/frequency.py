@@ -83,3 +83,25 @@ def filter_frequency_response(kernels: np.ndarray, size: int = 32, cutoff: float
     response = np.fft.fftshift(np.sqrt(power), axes=(-2, -1))
     response /= np.maximum(response.max(axis=(-2, -1), keepdims=True), 1e-300)
     return {"response": response, "high_frequency_share": share, "cutoff": cutoff, "size": size}
+
+
+def frequency_analysis(heatmaps: dict[str, np.ndarray], engine, cutoff: float = 0.5) -> tuple[dict, dict | None]:
+    """A run's frequency analysis: per method label, the mean radial power spectrum (scaled to
+    a maximum of 1) and the mean high-frequency share of its maps (N×H×W); and the first
+    convolution's filters with their magnitude responses. Returns (the summary the bundle
+    keeps, the arrays ``filters`` and ``responses``, or None when the model has no Conv)."""
+    maps = {}
+    for label, stacked in heatmaps.items():
+        frequencies, power = radial_power_spectrum(stacked)
+        mean_power = power.mean(axis=0)
+        maps[label] = {"frequencies": frequencies, "power": mean_power / max(mean_power.max(), 1e-300),
+                       "high_frequency_share": float(high_frequency_share(stacked, cutoff).mean())}
+    summary = {"cutoff": cutoff, "maps": maps, "first_layer": None}
+    try:
+        node, weights = first_conv_filters(engine)
+    except MetricError:
+        return summary, None
+    response = filter_frequency_response(weights, cutoff=cutoff)
+    summary["first_layer"] = {"node": node, "filters": int(weights.shape[0]),
+                              "high_frequency_share": response["high_frequency_share"]}
+    return summary, {"filters": weights.astype(np.float32), "responses": response["response"].astype(np.float32)}

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from onnxlens.files import jsonable
 from onnxlens.scaling import unit_scale
 
 
@@ -45,14 +47,61 @@ class Explanation:
     diagnostics: dict = field(default_factory=dict)  #: e.g. Integrated Gradients' completeness gap
     warnings: list = field(default_factory=list)  #: one line each: a result to read with care, and why
 
-    def save_npz(self, path: str | Path) -> None:
-        """attribution, heatmap, target, score, layer_map (if any) and, as ``diagnostics/NAME``,
-        every diagnostic that is an array with one row per input (e.g. MC dropout's
-        ``heatmap_std``, LIME's ``segments``)."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The explanation as named arrays, the one .npz format of ``explain --out`` and of an
+        audit's run folder: attribution, heatmap, target, score, layer_map (if any), method,
+        params (JSON), seconds, and as ``diagnostics/NAME`` every diagnostic with one row per
+        input (e.g. MC dropout's ``heatmap_std``; of a per-tensor one such as LRP's
+        conservation gap, the input's entry, which comes first)."""
         arrays = {"attribution": self.attribution, "heatmap": self.heatmap, "target": self.target,
-                  "score": self.score}
+                  "score": self.score, "method": np.asarray(self.method),
+                  "params": np.asarray(json.dumps(jsonable({k: v for k, v in self.params.items()
+                                                            if not isinstance(v, np.ndarray)}))),
+                  "seconds": np.asarray(float(self.timings.get("total", 0.0)))}
         if self.layer_map is not None:
             arrays["layer_map"] = self.layer_map
-        arrays.update({f"diagnostics/{name}": value for name, value in self.diagnostics.items()
-                       if isinstance(value, np.ndarray) and value.shape[:1] == self.score.shape})
-        np.savez_compressed(path, **arrays)
+        for name, value in self.diagnostics.items():
+            if isinstance(value, dict) and value:
+                value = next(iter(value.values()))
+            if isinstance(value, np.ndarray) and value.shape[:1] == self.score.shape:
+                arrays[f"diagnostics/{name}"] = value
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays) -> Explanation:
+        """The explanation ``to_arrays`` wrote (a dict or an open .npz)."""
+        names = set(arrays.keys())
+        return cls(arrays["attribution"], arrays["heatmap"], arrays["target"], arrays["score"], str(arrays["method"]),
+                   json.loads(str(arrays["params"])), arrays["layer_map"] if "layer_map" in names else None,
+                   {"total": float(arrays["seconds"])},
+                   {k.split("/", 1)[1]: arrays[k] for k in names if k.startswith("diagnostics/")})
+
+    def save_npz(self, path: str | Path) -> None:
+        """``to_arrays`` into a compressed .npz file."""
+        np.savez_compressed(path, **self.to_arrays())
+
+    def take(self, rows) -> Explanation:
+        """The explanation of the inputs at ``rows`` only (time shared out by rows)."""
+        rows = list(rows)
+        return Explanation(self.attribution[rows], self.heatmap[rows], self.target[rows], self.score[rows],
+                           self.method, self.params, None if self.layer_map is None else self.layer_map[rows],
+                           {"total": self.timings.get("total", 0.0) * len(rows) / max(1, len(self.score))},
+                           {k: v[rows] for k, v in self.diagnostics.items()
+                            if isinstance(v, np.ndarray) and v.shape[:1] == self.score.shape}, list(self.warnings))
+
+    @classmethod
+    def concatenate(cls, parts: list[Explanation]) -> Explanation:
+        """Explanations of consecutive parts of a batch as one (by the method and parameters of
+        the first; diagnostics with one row per input in every part are kept)."""
+        first = parts[0]
+        columns = [e.to_arrays() for e in parts]
+        diagnostics = {k.split("/", 1)[1]: np.concatenate([c[k] for c in columns])
+                       for k in columns[0] if k.startswith("diagnostics/") and all(k in c for c in columns)
+                       and len({c[k].shape[1:] for c in columns}) == 1}
+        layer_maps = [e.layer_map for e in parts]
+        return cls(*(np.concatenate([getattr(e, name) for e in parts])
+                     for name in ("attribution", "heatmap", "target", "score")),
+                   first.method, first.params,
+                   np.concatenate(layer_maps) if all(m is not None for m in layer_maps) else None,
+                   {"total": sum(e.timings.get("total", 0.0) for e in parts)}, diagnostics,
+                   list(dict.fromkeys(w for e in parts for w in e.warnings)))

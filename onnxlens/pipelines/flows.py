@@ -1,11 +1,15 @@
-"""Prefect flows over the audit functions: ``explain_flow``, ``evaluate_flow`` and
-``audit_flow``. A task is one batch (all methods, then the evaluation) and takes only the run
-folder and the batch number, which keeps Prefect's cost per task at tens of milliseconds;
-transient faults (anything that is not an onnxlens error) are retried with exponential
-backoff; results live in the run folder, so a retry or a re-run resumes.
+"""Prefect flows over the audit steps: ``explain_run``, ``evaluate_run`` and ``audit_run``,
+each body the run's DAG. A task is one batch (all methods, then the evaluation) and takes only
+the run folder and the batch number, which keeps Prefect's cost per task at tens of
+milliseconds; transient faults (anything that is not an onnxlens error) are retried with
+exponential backoff; results live in the run folder, so a retry or a re-run resumes.
 
 Without PREFECT_API_URL, Prefect runs on its ephemeral local API; :func:`quiet_prefect` keeps
-that offline and silent (no telemetry, no update checks, server logs off)."""
+that offline and silent (no telemetry, no update checks, server logs off). It runs when this
+module is imported, before Prefect is: Prefect starts its SDK telemetry on ``import prefect``
+(``prefect/__init__.py``, 3.9) unless ``DO_NOT_TRACK`` is already set, so no later moment
+would do. It only sets variables the user has not set, and this is the one module that
+imports Prefect."""
 
 from __future__ import annotations
 
@@ -13,7 +17,6 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -47,13 +50,12 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
 
 from onnxlens.errors import OnnxLensError  # noqa: E402
-from onnxlens.pipelines import audit  # noqa: E402
-from onnxlens.pipelines.config import load_config  # noqa: E402
+from onnxlens.pipelines.audit import aggregate  # noqa: E402
+from onnxlens.pipelines.config import AuditConfig, load_config  # noqa: E402
+from onnxlens.pipelines.evaluating import evaluate_batch  # noqa: E402
+from onnxlens.pipelines.explaining import explain_batch  # noqa: E402
+from onnxlens.pipelines.run_plan import RunPlan, load_plan, plan  # noqa: E402
 from onnxlens.pipelines.server import ephemeral_api, prefect_api  # noqa: E402
-
-#: Called as progress(done, total) while a flow runs (set by the command line).
-progress_hook: Callable[[int, int], None] | None = None
-
 
 def _transient(task_, task_run, state) -> bool:
     """Retry anything but onnxlens's own errors (bad input does not improve on retry)."""
@@ -71,13 +73,13 @@ _TASK = dict(cache_policy=NO_CACHE, retry_delay_seconds=exponential_backoff(back
 
 
 @task(name="audit-batch", **_TASK)
-def batch_task(run_dir: str, index: int, stages: tuple[str, ...]) -> list[dict]:
+def batch_task(run_dir: str, index: int, evaluate: bool) -> list[dict]:
     """One batch: every method's explanation, then (when asked) the evaluation. Each step is
     stored in the run folder as it finishes, so a retry or a re-run redoes only what is missing."""
-    plan = audit.load_plan(run_dir)
-    log = [audit.explain_batch(plan, index, label) for label in plan.audit.method_labels()]
-    if "evaluate" in stages:
-        log.append(audit.evaluate_batch(plan, index))
+    plan_ = load_plan(run_dir)
+    log = [explain_batch(plan_, index, label) for label in plan_.audit.method_labels()]
+    if evaluate:
+        log.append(evaluate_batch(plan_, index))
     where = f"{socket.gethostname()}:{os.getpid()}"
     return [{**entry, "process": where} for entry in log]
 
@@ -100,22 +102,48 @@ def _publish(results: dict) -> None:
         create_table_artifact(rows, key="onnxlens-metric-means")
 
 
-def _run(config, run_dir, stages: tuple[str, ...]) -> dict:
-    cfg = load_config(config) if not hasattr(config, "methods") else config
-    plan = audit.plan(cfg, run_dir)
-    batch = batch_task.with_options(retries=cfg.retries)
-    futures = [batch.submit(plan.run_dir, index, stages) for index in range(len(plan.batches))]
+def _batches(plan_: RunPlan, evaluate: bool, retries: int, progress) -> list[dict]:
+    """Every batch as a task (run by the flow's task runner); the log of every step."""
+    batch = batch_task.with_options(retries=retries)
+    futures = [batch.submit(plan_.run_dir, index, evaluate) for index in range(len(plan_.batches))]
     log = []
     for done, future in enumerate(futures, 1):
         log += future.result()
-        if progress_hook:
-            progress_hook(done, len(futures))
-    if "report" not in stages:
-        return {"run_dir": plan.run_dir, "tasks": log}
-    results = audit.aggregate(plan, log)  # reads the run folder: nothing to retry or distribute
+        if progress:
+            progress(done, len(futures))
+    return log
+
+
+_FLOW = dict(log_prints=False, validate_parameters=False, persist_result=False)
+
+
+@flow(name="onnxlens-explain", **_FLOW)
+def explain_run(config: dict, run_dir: str | None = None, progress=None) -> dict:
+    """Plan, then explain every batch with every method."""
+    cfg = load_config(config)
+    plan_ = plan(cfg, run_dir)
+    return {"run_dir": plan_.run_dir, "tasks": _batches(plan_, False, cfg.retries, progress)}
+
+
+@flow(name="onnxlens-evaluate", **_FLOW)
+def evaluate_run(config: dict, run_dir: str | None = None, progress=None) -> dict:
+    """Plan, then explain and evaluate every batch."""
+    cfg = load_config(config)
+    plan_ = plan(cfg, run_dir)
+    return {"run_dir": plan_.run_dir, "tasks": _batches(plan_, True, cfg.retries, progress)}
+
+
+@flow(name="onnxlens-audit", **_FLOW)
+def audit_run(config: dict, run_dir: str | None = None, progress=None) -> dict:
+    """Plan → explain and evaluate every batch → aggregate: results.json, verdict.json and the
+    documents in the run folder; returns the run folder and the verdict (the rest stays on
+    disk). ``progress(done, total)`` is called as batches finish."""
+    cfg = load_config(config)
+    plan_ = plan(cfg, run_dir)
+    results = aggregate(plan_, _batches(plan_, True, cfg.retries, progress))  # reads the run folder
     if os.environ.get("PREFECT_API_URL"):  # a UI to show them in (the ephemeral API has none)
         _publish(results)
-    return {"run_dir": plan.run_dir, "verdict": results["verdict"]}  # the rest stays on disk
+    return {"run_dir": plan_.run_dir, "verdict": results["verdict"]}
 
 
 def _runner(cfg):
@@ -138,32 +166,18 @@ def _runner(cfg):
                                           "dashboard_address": None})
 
 
-def _flow(name: str, stages: tuple[str, ...]):
-    @flow(name=name, log_prints=False, validate_parameters=False, persist_result=False)
-    def run(config: dict, run_dir: str | None = None) -> dict:
-        return _run(config, run_dir, stages)
-
-    return run
-
-
-explain_flow = _flow("onnxlens-explain", ("explain",))
-evaluate_flow = _flow("onnxlens-evaluate", ("explain", "evaluate"))
-audit_flow_definition = _flow("onnxlens-audit", ("explain", "evaluate", "report"))
-
-
-def run_flow(flow_, config, run_dir: str | None = None) -> dict:
+def run_flow(flow_, config, run_dir: str | None = None, progress=None) -> dict:
     """Run a flow on the config's runner (threads, or Dask or Ray worker processes — which
     need a real Prefect API: :func:`prefect_api` finds or starts one), without the per-run
     heartbeat."""
-    cfg = load_config(config) if not hasattr(config, "runner") else config
+    cfg = config if isinstance(config, AuditConfig) else load_config(config)
     with ExitStack() as stack:
         stack.enter_context(prefect_api() if cfg.runner in ("dask", "ray") else ephemeral_api())
         stack.enter_context(temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}))
-        return flow_.with_options(task_runner=_runner(cfg))(config, run_dir)
+        return flow_.with_options(task_runner=_runner(cfg))(json.loads(cfg.model_dump_json()), run_dir, progress)
 
 
-def audit_flow(config, run_dir: str | None = None) -> dict:
-    """Plan → explain and evaluate every batch → aggregate → results.json, verdict.json,
-    report.html, report.pdf; returns the results."""
-    outcome = run_flow(audit_flow_definition, config, run_dir)
+def audit_flow(config, run_dir: str | None = None, progress=None) -> dict:
+    """The audit as a Prefect flow on the config's runner; returns the results (results.json)."""
+    outcome = run_flow(audit_run, config, run_dir, progress)
     return json.loads((Path(outcome["run_dir"]) / "results.json").read_text())

@@ -5,6 +5,7 @@ audits over time can be compared."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ def scheduled_audit(config_path: str) -> dict:
     if earlier and config.compare is None:
         config.compare = earlier[-1]  # each scheduled run reports its drift since the last one
     run_dir = base / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return flows._run(config, str(run_dir), ("explain", "evaluate", "report"))
+    return flows.audit_run(json.loads(config.model_dump_json()), str(run_dir))
 
 
 def audit_deployment(config_path: str | Path, cron: str | None = None, interval: float | None = None,
