@@ -54,6 +54,15 @@ def test_config_validation_names_the_problem(change, phrase, tmp_path):
         load_config(_config(tmp_path, **change))
 
 
+def test_overrides_replace_only_what_is_given_and_are_validated(tmp_path):
+    config = load_config(_config(tmp_path))
+    changed = config.with_overrides(dataset={"limit": 3, "masks_key": None}, batch_size=2, device=None)
+    assert (changed.dataset.limit, changed.batch_size, changed.device) == (3, 2, config.device)
+    assert changed.dataset.labels_key == "y" and changed.methods == config.methods
+    with pytest.raises(ConfigError, match="batch_size: Input should be greater than 0"):
+        config.with_overrides(batch_size=0)
+
+
 def test_layout_override_reaches_the_model(tmp_path):
     config = load_config(_config(tmp_path, dataset={"preprocessing": {"layout": "NHWC"}}))
     assert run_plan.explainer_for(config).model.spec.image_input.layout == "NHWC"

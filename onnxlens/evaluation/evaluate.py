@@ -17,7 +17,7 @@ from onnxlens.evaluation.maps import boxes_to_masks, input_size
 from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, metric_info, run_metric
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation, spread_over_channels
-from onnxlens.methods.registry import run_method
+from onnxlens.methods.registry import coerce_params, method_info, run_method
 from onnxlens.runtime.engine import Engine
 from onnxlens.runtime.model_import import ImportedModel, import_model
 
@@ -40,6 +40,28 @@ def as_engine(model) -> Engine:
     if isinstance(model, (ImportedModel, str, bytes, os.PathLike)):
         return Engine(model if isinstance(model, ImportedModel) else import_model(model))
     raise MetricError(f"cannot evaluate a {type(model).__name__}; pass an Engine, Explainer, ImportedModel or path")
+
+
+def route_params(by_name: Mapping[str, dict], methods: Sequence[str], metrics: Sequence[str] | None = None
+                 ) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Parameters given per name (``NAME.key=value`` on the command line) split between the
+    chosen ``methods`` and ``metrics`` (None: the default metrics; empty: methods only), each
+    checked and coerced to its defaults' types: ``(method params, metric params)``."""
+    for name in methods:
+        method_info(name)
+    for name in metrics or ():
+        metric_info(name)
+    chosen_metrics = DEFAULT_METRICS if metrics is None else tuple(metrics)
+    method_params, metric_params = {}, {}
+    for name, values in by_name.items():
+        if name in methods:
+            method_params[name] = coerce_params(method_info(name), values)
+        elif name in chosen_metrics:
+            metric_params[name] = coerce_params(metric_info(name), values, "metric", MetricError)
+        else:
+            what = "neither a chosen method nor a chosen metric" if chosen_metrics else "not a chosen method"
+            raise MetricError(f"parameters given for {quote(name)}, which is {what}")
+    return method_params, metric_params
 
 
 def _explanations(engine, x, explanations, target) -> dict[str, Explanation]:

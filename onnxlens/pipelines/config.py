@@ -161,6 +161,14 @@ class AuditConfig(_Strict):
     def method_labels(self) -> list[str]:
         return [m.label or m.name for m in self.methods]
 
+    def with_overrides(self, dataset: dict | None = None, **fields) -> AuditConfig:
+        """This configuration with the given top-level ``fields`` and ``dataset`` fields replaced
+        (None values are skipped), validated again."""
+        data = json.loads(self.model_dump_json())
+        data.update({k: v for k, v in fields.items() if v is not None})
+        data["dataset"].update({k: v for k, v in (dataset or {}).items() if v is not None})
+        return load_config(data)
+
 
 def load_config(source: str | Path | dict) -> AuditConfig:
     """An AuditConfig from a .toml/.yaml/.yml/.json file or a dict; a file's relative model and

@@ -1,0 +1,5 @@
+"""``python -m onnxlens.cli``."""
+
+from onnxlens.cli import main
+
+main()
