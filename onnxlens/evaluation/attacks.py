@@ -15,7 +15,7 @@ from onnxlens.evaluation.agreement import compare
 from onnxlens.evaluation.evaluate import as_engine
 from onnxlens.evaluation.registry import MetricError
 from onnxlens.methods.registry import run_method
-from onnxlens.methods.scoring import class_score, spatial_size
+from onnxlens.methods.scoring import class_score
 
 ATTACKS = ("fgsm", "deepfool", "one_pixel")
 
@@ -70,7 +70,7 @@ def one_pixel(engine, x: np.ndarray, target: np.ndarray, pixels: int = 1, maxite
     (scipy) over (row, column, value per channel) of ``pixels`` pixels, minimizing the target's
     probability; values within the batch's range. Each generation is one batched forward pass."""
     axis = engine.channel_axis
-    h, w = spatial_size(engine, x)
+    h, w = engine.spatial_size(x)
     channels = x.shape[axis]
     bounds = [(0, h - 1e-6), (0, w - 1e-6)] + [(float(x.min()), float(x.max()))] * channels
 

@@ -13,7 +13,7 @@ from onnxlens.bundle import BASELINE_PREFIX
 from onnxlens.errors import quote
 from onnxlens.evaluation import agreement as agreement_measures
 from onnxlens.evaluation.baselines import BASELINES, baseline_maps
-from onnxlens.evaluation.maps import boxes_to_masks, input_size
+from onnxlens.evaluation.maps import boxes_to_masks
 from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, metric_info, run_metric
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation, spread_over_channels
@@ -89,7 +89,7 @@ def _explanations(engine, x, explanations, target) -> dict[str, Explanation]:
 
 
 def _masks(engine, x, masks, boxes):
-    size = input_size(engine)
+    size = engine.spatial_size()
     if masks is not None and boxes is not None:
         raise MetricError("give masks or boxes, not both")
     if boxes is not None:

@@ -9,15 +9,10 @@ from onnxlens.evaluation.registry import MetricError
 from onnxlens.scaling import unit_scale
 
 
-def input_size(engine) -> tuple[int, int]:
-    shape = engine.row_shape
-    return tuple(shape[1:3]) if engine.channel_axis == 1 else tuple(shape[0:2])
-
-
 def checked_heatmap(ctx, explanation) -> np.ndarray:
     """The explanation's N×H×W heatmap (float64), or an error when it does not cover the input."""
     heatmap = np.asarray(explanation.heatmap, dtype=np.float64)
-    expected = (len(ctx.x), *ctx.x.shape[2:4]) if ctx.engine.channel_axis == 1 else (len(ctx.x), *ctx.x.shape[1:3])
+    expected = (len(ctx.x), *ctx.engine.spatial_size(ctx.x))
     if heatmap.shape != expected:
         raise MetricError(f"{explanation.method} heatmap has shape {heatmap.shape}; the inputs need {expected}")
     if not np.isfinite(heatmap).all():

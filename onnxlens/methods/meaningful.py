@@ -11,7 +11,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import class_score, spatial_size, substrate
+from onnxlens.methods.scoring import class_score, substrate
 
 FILLS = ("blur", "zero", "mean")
 
@@ -66,7 +66,7 @@ def meaningful_perturbation(engine, x, target, *, fill: str = "blur", blur_sigma
         raise MethodError("meaningful_perturbation needs mask_size ≥ 2, iterations ≥ 1, lr > 0 and "
                           "non-negative l1, tv and jitter")
     axis = engine.channel_axis
-    h, w = spatial_size(engine, x)
+    h, w = engine.spatial_size(x)
     deleted = substrate(engine, x, fill, sigma=blur_sigma, kernel=None)
     ih, iw = _interpolation(mask_size, h + 2 * jitter), _interpolation(mask_size, w + 2 * jitter)
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, displayable, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import class_score, pixel_mask, spatial_size, substrate
+from onnxlens.methods.scoring import class_score, pixel_mask, substrate
 
 
 def _score_kind(probability: bool) -> str:
@@ -34,7 +34,7 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
     attribution is the mean drop of the target score (logit, or ``probability``) over the
     windows that cover it, the same in every channel (pixels no window covers: 0).
     Heatmap: that per-pixel mean drop."""
-    h, w = spatial_size(engine, x)
+    h, w = engine.spatial_size(x)
     if not 1 <= window <= min(h, w) or stride < 1:
         raise MethodError(f"occlusion needs 1 ≤ window ≤ {min(h, w)} and stride ≥ 1, got window={window}, "
                           f"stride={stride}")
@@ -95,7 +95,7 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
         raise MethodError(f"rise needs masks ≥ 1, cells ≥ 1 and 0 < p < 1, got masks={masks}, cells={cells}, p={p}")
     if fill not in RISE_FILLS:
         raise MethodError(f"fill must be one of {', '.join(RISE_FILLS)}, got {quote(fill)}")
-    size = spatial_size(engine, x)
+    size = engine.spatial_size(x)
     background = substrate(engine, x, fill)
     rng = np.random.default_rng(seed)
     score = _score_kind(probability)
@@ -164,7 +164,7 @@ def lime(engine, x, target, *, segments: str = "slic", n_segments: int = 50, com
         raise MethodError(f"fill must be one of {', '.join(FILLS)}, got {quote(fill)}")
     if samples < 2 or n_segments < 1 or kernel_width <= 0 or alpha < 0:
         raise MethodError("lime needs samples ≥ 2, n_segments ≥ 1, kernel_width > 0 and alpha ≥ 0")
-    layout = "NCHW" if engine.channel_axis == 1 else "NHWC"
+    layout = engine.spec.image_input.layout
     score = _score_kind(probability)
     rng = np.random.default_rng(seed)
     maps, all_labels, weights, fits = [], [], [], []

@@ -53,21 +53,11 @@ def pixel_mask(engine, mask: np.ndarray) -> np.ndarray:
     return mask[..., None, :, :] if engine.channel_axis == 1 else mask[..., None]
 
 
-def spatial_axes(engine) -> tuple[int, int]:
-    """The H and W axes of an input batch."""
-    return (2, 3) if engine.channel_axis == 1 else (1, 2)
-
-
-def spatial_size(engine, x: np.ndarray) -> tuple[int, int]:
-    """H and W of an input batch."""
-    return tuple(x.shape[a] for a in spatial_axes(engine))
-
-
 def blurred(engine, x: np.ndarray, sigma: float = 5.0, kernel: int | None = 11) -> np.ndarray:
     """A Gaussian blur over H and W with a ``kernel``-wide window (RISE: kernel 11, σ 5; None:
     the whole Gaussian, to 4σ)."""
     sigmas = [0.0] * x.ndim
-    for axis in spatial_axes(engine):
+    for axis in engine.spatial_axes:
         sigmas[axis] = sigma
     truncate = (kernel - 1) // 2 / sigma if kernel and sigma > 0 else 4.0
     return ndimage.gaussian_filter(x, sigmas, truncate=truncate).astype(np.float32)
@@ -88,7 +78,7 @@ def substrate(engine, x: np.ndarray, kind: str, seed: int = 0, sigma: float = 5.
         value = x.min(axis=axes, keepdims=True) if kind == "black" else x.max(axis=axes, keepdims=True)
         return np.broadcast_to(value, x.shape).astype(np.float32)
     if kind == "mean":
-        return np.broadcast_to(x.mean(axis=spatial_axes(engine), keepdims=True), x.shape).astype(np.float32)
+        return np.broadcast_to(x.mean(axis=engine.spatial_axes, keepdims=True), x.shape).astype(np.float32)
     if kind == "blur":
         return blurred(engine, x, sigma, kernel)
     if kind == "uniform":

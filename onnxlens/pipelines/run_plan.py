@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onnxlens import __version__
-from onnxlens.evaluation.maps import input_size
 from onnxlens.files import jsonable, write_json
 from onnxlens.methods import Explainer
 from onnxlens.pipelines.config import AuditConfig, load_config
@@ -111,7 +110,7 @@ def load(plan_: RunPlan, index: int) -> tuple[AuditConfig, Explainer, Batch]:
     config = plan_.audit
     explainer = explainer_for(config)
     batch = load_batch(config.dataset, plan_.batch_items(index), explainer.model.spec.image_input,
-                       input_size(explainer.engine))
+                       explainer.engine.spatial_size())
     return config, explainer, batch
 
 

@@ -159,6 +159,16 @@ class Engine:
         """The channel axis of an input batch: 1 (NCHW) or 3 (NHWC)."""
         return 1 if self.spec.image_input.layout == "NCHW" else 3
 
+    @property
+    def spatial_axes(self) -> tuple[int, int]:
+        """The H and W axes of an input batch."""
+        return (2, 3) if self.channel_axis == 1 else (1, 2)
+
+    def spatial_size(self, x: np.ndarray | None = None) -> tuple[int, int]:
+        """H and W of the input batch ``x`` (default: of the model's declared input row)."""
+        shape = (None, *self.row_shape) if x is None else x.shape
+        return tuple(shape[a] for a in self.spatial_axes)
+
     def forward(self, x: np.ndarray, tensors: Sequence[str] = ()) -> dict[str, np.ndarray]:
         """Run the model; returns its outputs, the default score tensor (the logits behind a
         trailing activation) and the inner ``tensors`` asked for."""
