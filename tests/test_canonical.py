@@ -135,3 +135,39 @@ def test_model_that_onnxruntime_cannot_load_is_a_runtime_error():
     model = make_model(nodes, [vi("x", [1, 8, 4, 4])], [vi("y", 3)], [("axes", np.array([1]))], opset=18)
     with pytest.raises(errors.RuntimeFailure, match="ONNX Runtime cannot load the model"):
         import_model(model.SerializeToString())
+
+
+def test_graph_index_reads_the_wiring():
+    from onnxlens.graph_ops.index import graph_index
+
+    graph = conv_classifier().graph
+    index = graph_index(graph)
+    first = graph.node[0]
+    assert index.producer(first.output[0]) is first and index.producer(graph.input[0].name) is None
+    assert all(first.output[0] in n.input for n in index.consumers_of(first.output[0]))
+    square = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["y"])], "g", [vi("x", [1])], [vi("y", [1])])
+    assert len(graph_index(square).consumers_of("x")) == 1  # read twice, consumed once
+
+
+def test_nodes_out_of_topological_order_are_sorted_on_import(tmp_path):
+    from onnxlens import Explainer
+    from onnxlens.graph_ops.index import in_topological_order, is_topological
+
+    model = conv_classifier()
+    shuffled = onnx.ModelProto()
+    shuffled.CopyFrom(model)
+    nodes = list(shuffled.graph.node)
+    del shuffled.graph.node[:]
+    shuffled.graph.node.extend(nodes[::-1])
+    assert is_topological(model.graph) and not is_topological(shuffled.graph)
+    assert in_topological_order(model) == (model, False)
+    fixed, moved = in_topological_order(shuffled)
+    assert moved and is_topological(fixed.graph) and sorted(n.name for n in fixed.graph.node) == sorted(
+        n.name for n in model.graph.node)
+    onnx.save(shuffled, tmp_path / "shuffled.onnx")
+    onnx.save(model, tmp_path / "sorted.onnx")
+    imported = import_model(tmp_path / "shuffled.onnx")
+    assert "sorted the nodes into topological order" in imported.canonical_notes
+    x = np.random.default_rng(0).standard_normal((2, *imported.spec.image_input.shape[1:])).astype(np.float32)
+    np.testing.assert_allclose(Explainer(tmp_path / "shuffled.onnx").explain(x, "gradient").attribution,
+                               Explainer(tmp_path / "sorted.onnx").explain(x, "gradient").attribution, rtol=1e-6)

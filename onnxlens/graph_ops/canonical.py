@@ -22,6 +22,7 @@ from onnxlens.errors import (
     UnsupportedOpsetError,
     quote,
 )
+from onnxlens.graph_ops.index import replace_nodes
 from onnxlens.graph_ops.opset_upgrade import CANONICAL_OPSET, UpgradeContext, upgrade_graph
 from onnxlens.graph_ops.qoperator import qoperator_to_qdq
 from onnxlens.graph_ops.tensors import constant_node_array, iter_nodes, stored_tensors, tensor_numel
@@ -233,8 +234,7 @@ def _constants_to_initializers(graph: onnx.GraphProto) -> int:
         graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
         moved += 1
     if moved:
-        del graph.node[:]
-        graph.node.extend(kept)
+        replace_nodes(graph, kept)
     return moved
 
 

@@ -12,6 +12,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxlens.errors import InputShapeError, quote
+from onnxlens.graph_ops.index import replace_nodes
 
 MASK_PREFIX = "mc_keep/"
 
@@ -76,8 +77,7 @@ def with_dropout(model: onnx.ModelProto, before: tuple[str, ...] = (), rate: flo
         nodes = [inserted[i.name] for i in graph.input if i.name in inserted]
         for node in graph.node:  # each new Mul right after its tensor's producer: order stays topological
             nodes += [node] + [inserted[o] for o in node.output if o in inserted]
-        del graph.node[:]
-        graph.node.extend(nodes)
+        replace_nodes(graph, nodes)
     else:
         for node in graph.node:
             if node.op_type == "Dropout" and node.domain in ("", "ai.onnx"):

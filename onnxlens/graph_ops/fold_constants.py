@@ -14,6 +14,7 @@ import onnx
 from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
+from onnxlens.graph_ops.index import replace_nodes
 from onnxlens.graph_ops.tensors import constant_arrays
 
 #: Ops evaluated during folding: shape and index arithmetic, never the heavy layers.
@@ -58,8 +59,7 @@ def fold_shape_computations(model: onnx.ModelProto) -> tuple[onnx.ModelProto, in
     for index, node in enumerate(graph.node):
         if index in folded:
             new_inits += [numpy_helper.from_array(np.asarray(values[0][o]), o) for o in node.output if o in needed]
-    del out.graph.node[:]
-    out.graph.node.extend(kept)
+    replace_nodes(out.graph, kept)
     out.graph.initializer.extend(new_inits)
     names = {t.name for t in new_inits}
     kept_vi = [vi for vi in out.graph.value_info if vi.name not in names]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import onnx
 
+from onnxlens.graph_ops.index import graph_index
+
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
 
 
@@ -19,7 +21,7 @@ def layer_candidates(model: onnx.ModelProto, input_name: str, score: str,
         image = next(vi for vi in graph.input if vi.name == input_name).type.tensor_type.shape.dim[0]
         batch = image.dim_value if image.HasField("dim_value") else image.dim_param
     infos = {vi.name: vi for vi in graph.value_info}
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = graph_index(graph).producers
     needed, stack = set(), [score]
     while stack:
         t = stack.pop()

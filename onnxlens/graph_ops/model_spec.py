@@ -9,6 +9,7 @@ import onnx
 from onnx import helper
 
 from onnxlens.errors import InvalidModelError, NoImageInputError, quote
+from onnxlens.graph_ops.index import graph_index
 from onnxlens.graph_ops.tensors import constant_arrays, node_attr
 
 Dim = int | str | None
@@ -138,10 +139,7 @@ def detect_layout(model: onnx.ModelProto, input_name: str, shape: tuple[Dim, ...
     3 or 4 beside a larger axis 1 means NHWC.
     """
     graph = model.graph
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    consumers = graph_index(graph).consumers
     constants = constant_arrays(graph)
     frontier, seen_reshape = [input_name], False
     for _ in range(32):
@@ -192,7 +190,7 @@ def _is_float_image(vi: onnx.ValueInfoProto) -> bool:
 
 def _output_spec(graph: onnx.GraphProto, vi: onnx.ValueInfoProto) -> OutputSpec:
     base = tensor_spec(vi)
-    producers = {out: node for node in graph.node for out in node.output}
+    producers = graph_index(graph).producers
     node = producers.get(vi.name)
     while node is not None and node.op_type in _SHAPE_ONLY:
         node = producers.get(node.input[0])

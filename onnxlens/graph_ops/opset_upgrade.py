@@ -15,6 +15,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnxlens.errors import CanonicalizationError, quote
+from onnxlens.graph_ops.index import replace_nodes
 from onnxlens.graph_ops.tensors import NameAllocator, node_attr
 
 #: Every model is brought to at least this default-domain opset: the one where every op
@@ -172,8 +173,7 @@ def upgrade_graph(graph: onnx.GraphProto, ctx: UpgradeContext, counts: dict[str,
         replacement = entry[0](_copy(node), ctx)
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
         new_nodes.extend(replacement)
-    del graph.node[:]
-    graph.node.extend(new_nodes)
+    replace_nodes(graph, new_nodes)
 
 
 def _copy(node: onnx.NodeProto) -> onnx.NodeProto:

@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxlens.graph_ops.index import graph_index, replace_nodes
 from onnxlens.graph_ops.tensors import NameAllocator, constant_arrays, node_attr
 
 #: op → (float op, indices of quantized data inputs as (data, scale, zero point) triples,
@@ -160,14 +161,11 @@ def _scaled_products(graph: onnx.GraphProto, consts: dict) -> tuple[dict[str, tu
     """For each integer product followed only by Cast(float) and then only by a Mul with
     ``Mul(sa, sb)`` (sa a scalar, sb constant): product output → (scaled output, sa, sb); and
     the outputs of the nodes that the rewrite leaves without a use."""
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in set(n.input):
-            consumers.setdefault(i, []).append(n)
+    wiring = graph_index(graph)
+    producers, consumers = wiring.producers, wiring.consumers
 
     def only_consumer(tensor: str, op_type: str) -> onnx.NodeProto | None:
-        users = consumers.get(tensor, [])
+        users = wiring.consumers_of(tensor)
         return users[0] if len(users) == 1 and users[0].op_type == op_type else None
 
     outputs = {o.name for o in graph.output}  # a tensor the graph returns stays
@@ -210,7 +208,6 @@ def qoperator_to_qdq(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             rewritten += 1
         else:
             rewriter.nodes.append(node)
-    del out.graph.node[:]
-    out.graph.node.extend(rewriter.nodes)
+    replace_nodes(out.graph, rewriter.nodes)
     out.graph.initializer.extend(rewriter.initializers)
     return out, rewritten

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from onnxlens.graph_ops.index import graph_index
 from onnxlens.graph_ops.tensors import constant_arrays
 
 #: Op type → indices of the inputs that are learnable parameters.
@@ -28,7 +29,7 @@ def parameter_layers(model: onnx.ModelProto) -> list[ParameterLayer]:
     BatchNormalization right after a convolution or dense layer belongs to that layer."""
     graph = model.graph
     consts = constant_arrays(graph)
-    producers = {o: n for n in graph.node for o in n.output}
+    producers = graph_index(graph).producers
     layers: list[tuple[onnx.NodeProto, list[str]]] = []
     owner: dict[str, int] = {}
     for node in graph.node:

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxlens.graph_ops.index import replace_nodes
 from onnxlens.graph_ops.model_spec import ModelSpec
 from onnxlens.graph_ops.tensors import constant_arrays, node_attr
 
@@ -67,8 +68,7 @@ def _drop_nodes(graph, indices):
     """Remove the nodes at ``indices`` (positions: protobuf wrappers have no stable identity)."""
     if indices:
         kept = [n for i, n in enumerate(graph.node) if i not in indices]
-        del graph.node[:]
-        graph.node.extend(kept)
+        replace_nodes(graph, kept)
 
 
 def _fold_into(layer, factor, offset, consts):
@@ -190,8 +190,7 @@ def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
                 del node.output[1:]
                 node.op_type = "Identity"
         kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
+    replace_nodes(graph, kept)
     infos = [vi for vi in graph.value_info if vi.name not in rename]
     del graph.value_info[:]
     graph.value_info.extend(infos)

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
+from onnxlens.graph_ops.index import graph_index
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, target_scores
 from onnxlens.scaling import unit_scale
@@ -51,7 +52,7 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _finish(engine, x, target, score, name, layer, layer_map, attribution=None, params=None) -> Explanation:
-    spatial = x.shape[2:] if engine.channel_axis == 1 else x.shape[1:3]
+    spatial = engine.spatial_size(x)
     heatmap = np.stack([unit_scale(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
     if attribution is None:  # a CAM attributes to the input through its upsampled map, per channel alike
         attribution = np.broadcast_to(np.expand_dims(heatmap, engine.channel_axis), x.shape).astype(np.float32)
@@ -133,7 +134,7 @@ def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation
     """Guided Grad-CAM (Selvaraju et al., 2017): Guided Backprop ⊙ the Grad-CAM map upsampled
     to the input (nearest by default, as Captum's GuidedGradCam; or bilinear)."""
     cam = gradcam(engine, x, target, layer=layer, probability=probability)
-    spatial = x.shape[2:] if engine.channel_axis == 1 else x.shape[1:3]
+    spatial = engine.spatial_size(x)
     if interpolation == "nearest":
         rows = np.floor(np.arange(spatial[0]) * cam.layer_map.shape[1] / spatial[0]).astype(int)
         cols = np.floor(np.arange(spatial[1]) * cam.layer_map.shape[2] / spatial[1]).astype(int)
@@ -171,19 +172,15 @@ _LINEAR_HEAD = ("Flatten", "Reshape", "Squeeze", "Gemm", "MatMul", "Add", "Ident
 def gap_linear_head(engine, layer: str, score: str) -> str:
     """The pooled tensor when ``layer`` → global average pool → linear ops → ``score``; a
     MethodError naming what is there otherwise."""
-    graph = engine.graph.graph
-    consumers = {}
-    for node in graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    users = consumers.get(layer, [])
+    wiring = graph_index(engine.graph.graph)
+    users = wiring.consumers_of(layer)
     pool = users[0] if len(users) == 1 else None
     if pool is None or pool.op_type not in _POOLS:
         found = ", ".join(n.op_type for n in users) or "nothing"
         raise MethodError(f"cam needs the layer to feed global average pooling (it feeds {found}); use gradcam")
     t = pool.output[0]
     while t != score:
-        nxt = consumers.get(t, [])
+        nxt = wiring.consumers_of(t)
         if len(nxt) != 1 or nxt[0].op_type not in _LINEAR_HEAD:
             found = ", ".join(n.op_type for n in nxt) or "nothing"
             raise MethodError(f"cam needs a linear head after the pooling (found {found}); use gradcam")

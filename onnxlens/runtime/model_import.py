@@ -13,6 +13,7 @@ from onnx import helper
 from onnxlens import __version__
 from onnxlens.errors import CanonicalizationError, InvalidModelError, OnnxLensError, RuntimeFailure, quote
 from onnxlens.graph_ops.canonical import canonicalize, default_opset, validate_model
+from onnxlens.graph_ops.index import in_topological_order
 from onnxlens.graph_ops.backward import backward_coverage
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.fold_constants import fold_shape_computations
@@ -128,8 +129,11 @@ def import_model(
     """
     loaded = load_model(source, max_bytes=max_bytes, base_dir=base_dir)
     label = quote(loaded.path.name) if loaded.path else "the model"
-    validate_model(loaded.model, label)
-    canonical = canonicalize(loaded.model, probe_ranks=_probe_ranks)
+    model, reordered = in_topological_order(loaded.model)
+    validate_model(model, label)
+    canonical = canonicalize(model, probe_ranks=_probe_ranks)
+    if reordered:
+        canonical = replace(canonical, notes=("sorted the nodes into topological order",) + canonical.notes)
     # ONNX Runtime fuses a QDQ form back into its integer kernels only at full optimization:
     # a rewritten QOperator graph is compared with the file there, as the deployed model runs.
     compare = _DEPLOYED_CONFIG if canonical.qoperator_rewritten else _PROBE_CONFIG
@@ -138,7 +142,7 @@ def import_model(
     except CanonicalizationError as exc:
         if not canonical.qoperator_rewritten:
             raise
-        kept = canonicalize(loaded.model, rewrite_qoperator=False, probe_ranks=_probe_ranks)
+        kept = canonicalize(model, rewrite_qoperator=False, probe_ranks=_probe_ranks)
         canonical = replace(kept, notes=kept.notes + (f"QOperator nodes kept as they are: {exc}",))
         measured = _verify_and_measure(loaded.model, canonical.model, model_spec(canonical.model, layout))
     imported = ImportedModel(

@@ -13,6 +13,7 @@ from onnxlens.errors import InvalidModelError, UnsupportedOperatorError, quote
 from onnxlens.graph_ops.backward.emitter import Emitter
 from onnxlens.graph_ops.backward.overrides import RuleSet, SelectionContext, find_first_layer
 from onnxlens.graph_ops.backward.registry import VJP_RULES, RuleContext
+from onnxlens.graph_ops.index import graph_index
 from onnxlens.graph_ops.tensors import RESERVED_PREFIX, NameAllocator, constant_arrays
 
 _FLOAT = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -69,11 +70,8 @@ def append_vjp(
     rules = rules or RuleSet()
     chosen = _choose_rules(nodes, rules)
     nonnegative = nonnegative_tensors(graph, constants)
-    producers = {o: node for node in graph.node for o in node.output if o}
-    consumers: dict[str, list] = {}
-    for node in graph.node:
-        for i in dict.fromkeys(node.input):
-            consumers.setdefault(i, []).append(node)
+    wiring = graph_index(graph)
+    producers, consumers = wiring.producers, wiring.consumers
 
     g = Emitter(NameAllocator(out))
     contributions: dict[str, list[str]] = {}
@@ -180,7 +178,7 @@ def _tensor_facts(graph):
 def _differentiated(graph, outputs, wrt, elem_types, infos):
     """The nodes on a path from ``wrt`` to ``outputs`` through float tensors (in graph order),
     and the set of tensors on such paths."""
-    producers = {o: node for node in graph.node for o in node.output}
+    producers = graph_index(graph).producers
     for name in (*outputs, *wrt):
         if name not in infos and name not in producers:
             raise InvalidModelError(f"tensor {quote(name)} is not in the graph")
