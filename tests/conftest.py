@@ -19,6 +19,22 @@ def run_cli(*args, env=None):
     )
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """The shipped digits CNN (1×32×32) as an Explainer on the CPU, one per test module."""
+    from onnxlens import Explainer
+
+    return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """The shipped shapes CNN (3×64×64, the watermark model) as an Explainer on the CPU."""
+    from onnxlens import Explainer
+
+    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
+
+
 @pytest.fixture
 def cli():
     return run_cli

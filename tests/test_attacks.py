@@ -5,16 +5,10 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from onnxlens import Explainer
 from onnxlens.evaluation import MetricError, evaluate
 from onnxlens.evaluation.attacks import attack, probe
 
 DIGITS = np.load(MODELS / "samples" / "digits" / "test.npz")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
 
 
 def test_fgsm_flips_digits_with_a_small_epsilon(digits):

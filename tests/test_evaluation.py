@@ -212,11 +212,6 @@ def test_auc_and_ssim_by_hand():
 
 # --- the API -------------------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def shapes():
-    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
-
-
 def test_evaluate_is_json_ready_and_shows_baselines(shapes):
     x, masks = SHAPES["x"][:4], SHAPES["object_masks"][:4]
     ig = shapes.explain(x, "integrated_gradients", steps=8)

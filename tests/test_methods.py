@@ -17,16 +17,6 @@ SHAPES = np.load(MODELS / "samples" / "shapes" / "test.npz")
 DIGITS = np.load(MODELS / "samples" / "digits" / "test.npz")
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
-
-
 def test_registry_lists_every_method():
     assert set(GRADIENT_FAMILY + CAM_FAMILY) <= set(METHODS)
 

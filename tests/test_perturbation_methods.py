@@ -97,11 +97,6 @@ def test_segmentations():
         segment(picture, "voronoi", 6, 10.0)
 
 
-@pytest.fixture(scope="module")
-def shapes():
-    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
-
-
 @pytest.mark.parametrize("method, params", [("rise", {"masks": 300}), ("lime", {"samples": 300})])
 def test_seeded_and_deterministic(shapes, method, params):
     x = SHAPES["x"][:2]

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from conftest import MODELS
-from onnxlens import Explainer
 from onnxlens.errors import InputShapeError
 from onnxlens.methods import MethodError
 from onnxlens.methods.tcav import linear_cav, random_sets, tcav
@@ -28,11 +27,6 @@ def _concept_and_random():
     concept = pool[:50].copy()
     concept[:, :, where] = SHAPES["x"][first][:, where]
     return concept, pool[50:]
-
-
-@pytest.fixture(scope="module")
-def shapes():
-    return Explainer(MODELS / "shapes_cnn.onnx", device="cpu")
 
 
 def test_watermark_concept_is_significant_for_squares_only(shapes):

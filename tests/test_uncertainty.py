@@ -14,11 +14,6 @@ from onnxlens.methods.uncertainty import DropoutEngine, explain_under_dropout, p
 DIGITS = np.load(MODELS / "samples" / "digits" / "test.npz")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    return Explainer(MODELS / "digits_cnn.onnx", device="cpu")
-
-
 @pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp", "occlusion"])
 def test_rate_zero_reproduces_the_deterministic_map(digits, method):
     x = DIGITS["x"][:4]

@@ -3,7 +3,7 @@ arXiv:1506.02142): dropout kept on at inference, T stochastic passes batched as 
 each row, each drawing its own seeded keep-masks. The predictive distribution gives the mean,
 its entropy and the mutual information (epistemic part); any method run under dropout gives
 the pixel-wise mean and standard deviation of its map, and a *conservative* map that fades as
-the model grows unsure (seed 000's "conservative explanations"):
+the model grows unsure:
 
     conservative = mean map × (1 − H(p̄) / log K)
 
