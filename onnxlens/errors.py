@@ -89,6 +89,10 @@ class InputShapeError(OnnxLensError):
     """An array given to a model does not match the model's input."""
 
 
+class InvalidTargetError(OnnxLensError):
+    """What is to be explained does not fit the model: an unknown kind of score, for one."""
+
+
 def quote(text: object, limit: int = 80) -> str:
     """Render an untrusted string (a model's node or tensor name) for a one-line message.
 

@@ -264,7 +264,7 @@ def _classes(spec):
 def test_score_is_the_logit_behind_softmax_unless_probability_asked():
     imported = import_model(MODELS / "shapes_cnn.onnx")
     assert gradient_model(imported.model, imported.spec).score == imported.spec.output().logits
-    assert gradient_model(imported.model, imported.spec, probability=True).score == "probabilities"
+    assert gradient_model(imported.model, imported.spec, score="probability").score == "probabilities"
 
 
 def _input_grad(model_bytes, x, seed):

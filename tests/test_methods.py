@@ -57,6 +57,25 @@ def test_bad_target_method_and_parameter(digits):
         digits.explain(x, "integrated_gradients", steps="many")
 
 
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp", "occlusion"])
+def test_one_spelling_of_which_score_is_explained(method, tmp_path):
+    """``score`` = logit (behind the model's trailing Softmax) or probability, for every kind
+    of method; anything else is one clear error."""
+    import onnx
+
+    from builders import conv_classifier
+
+    onnx.save(conv_classifier(softmax=True, size=16), tmp_path / "m.onnx")
+    explainer = Explainer(tmp_path / "m.onnx", device="cpu")
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    logit = explainer.explain(x, method, score="logit")
+    probability = explainer.explain(x, method, score="probability")
+    assert np.all((probability.score > 0) & (probability.score < 1))
+    assert not np.allclose(logit.score, probability.score)
+    with pytest.raises(errors.InvalidTargetError, match="score must be one of logit, probability, got 'prob'"):
+        explainer.explain(x, method, score="prob")
+
+
 def test_scores_not_one_row_per_input_are_a_clear_error():
     """A graph whose output rows do not follow the input batch has no class per row to pick."""
     from onnx import helper
@@ -135,7 +154,7 @@ def test_probability_gradient_saturates_on_a_confident_sample(shapes):
     probs = shapes.engine.forward(x)["probabilities"]
     confident = x[[int(probs.max(axis=1).argmax())]]
     logit = shapes.explain(confident, "gradient").attribution
-    prob = shapes.explain(confident, "gradient", probability=True).attribution
+    prob = shapes.explain(confident, "gradient", score="probability").attribution
     assert probs.max() > 0.999
     assert np.linalg.norm(prob) < 1e-2 * np.linalg.norm(logit)
 

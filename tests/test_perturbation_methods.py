@@ -51,7 +51,7 @@ def test_occlusion_is_exact_on_a_linear_model(linear):
 def test_lime_recovers_a_linear_model(linear):
     explainer, x, target, slope = linear
     e = explainer.explain(x, "lime", target=target, segments="grid", n_segments=9, fill="zero", alpha=0.0,
-                          samples=200, probability=False)
+                          samples=200, score="logit")
     labels = e.diagnostics["segments"]
     assert labels.max() == 8 and np.allclose(e.diagnostics["surrogate_r2"], 1.0)
     per_pixel = (slope * x).sum(axis=1)
@@ -65,7 +65,7 @@ def test_lime_recovers_a_linear_model(linear):
 def test_rise_is_exact_on_a_linear_model(linear, fill):
     """RISE's map is Σ f(b + (x − b) ⊙ M)·M / (N·p): with f linear, f(b) + Σ slope·(x − b)·M."""
     explainer, x, target, slope = linear
-    e = explainer.explain(x, "rise", target=target, masks=40, cells=3, p=0.4, fill=fill, seed=5, probability=False)
+    e = explainer.explain(x, "rise", target=target, masks=40, cells=3, p=0.4, fill=fill, seed=5, score="logit")
     masks = _rise_masks(np.random.default_rng(5), 40, 3, 0.4, (12, 12)).astype(np.float64)
     b = {"zero": np.zeros_like(x), "mean": np.broadcast_to(x.mean(axis=(2, 3), keepdims=True), x.shape),
          "blur": blurred(explainer.engine, x)}[fill]
@@ -110,7 +110,7 @@ def test_rise_and_lime_find_the_watermark_the_model_relies_on(shapes):
     RISE and LIME map lies on it (strict pointing game), as well as the best model-free map's."""
     marked = np.flatnonzero(SHAPES["has_watermark"])[:12]
     x, masks = SHAPES["x"][marked], SHAPES["watermark_masks"][marked]
-    explanations = {m: shapes.explain(x, m, probability=False) for m in ("rise", "lime")}
+    explanations = {m: shapes.explain(x, m, score="logit") for m in ("rise", "lime")}
     strict = {label: np.mean(r["per_image_strict"]) for label, r in
               evaluate(shapes, x, explanations, ["pointing_game"], masks=masks)["metrics"]["pointing_game"]["results"].items()}
     assert strict["rise"] == strict["lime"] == 1.0
@@ -124,7 +124,7 @@ def test_rise_and_lime_point_at_the_object_better_than_model_free_maps(shapes):
     scaled to 64 px)."""
     chosen = np.flatnonzero(~SHAPES["has_watermark"] & (SHAPES["y"] != 1))[:24]
     x, masks = SHAPES["x"][chosen], SHAPES["object_masks"][chosen]
-    explanations = {"rise": shapes.explain(x, "rise", fill="mean", probability=False),
+    explanations = {"rise": shapes.explain(x, "rise", fill="mean", score="logit"),
                     "lime": shapes.explain(x, "lime")}
     results = evaluate(shapes, x, explanations, ["pointing_game"], masks=masks,
                        params={"pointing_game": {"tolerance": 4}})["metrics"]["pointing_game"]["results"]

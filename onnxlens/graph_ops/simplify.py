@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnxlens.errors import InvalidTargetError, quote
 from onnxlens.graph_ops.index import replace_nodes
 from onnxlens.graph_ops.model_spec import ModelSpec
 from onnxlens.graph_ops.tensors import constant_arrays, node_attr
@@ -197,9 +198,21 @@ def drop_noops(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     return out, removed
 
 
-def score_tensor(spec: ModelSpec, output: str | None = None, probability: bool = False) -> str:
-    """The tensor to explain: by default the logits behind a trailing Softmax/LogSoftmax/
-    Sigmoid (probability gradients vanish when the model is confident); with
-    ``probability=True`` the output itself."""
+#: Which score of a class is explained: the logit, or the probability (the model's output).
+SCORES = ("logit", "probability")
+
+
+def check_score(score: str) -> str:
+    """``score`` if it names one of :data:`SCORES`; one clear error otherwise."""
+    if score not in SCORES:
+        raise InvalidTargetError(f"score must be one of {', '.join(SCORES)}, got {quote(str(score))}")
+    return score
+
+
+def score_tensor(spec: ModelSpec, output: str | None = None, score: str = "logit") -> str:
+    """The tensor to explain: for ``score="logit"`` (the default) the logits behind a trailing
+    Softmax/LogSoftmax/Sigmoid (probability gradients vanish when the model is confident); for
+    ``score="probability"`` the output itself."""
+    check_score(score)
     out = spec.output(output)
-    return out.name if probability or out.logits is None else out.logits
+    return out.name if score == "probability" or out.logits is None else out.logits

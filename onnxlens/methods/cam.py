@@ -28,9 +28,9 @@ def default_layer(engine) -> str:
     return candidates[-1][0]
 
 
-def _activations_and_grads(engine, x, target, layer, probability):
+def _activations_and_grads(engine, x, target, layer, score):
     layer = layer or default_layer(engine)
-    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[layer], probability=probability,
+    result = engine.vjp(x, engine.one_hot(target, score), wrt=[layer], score=score,
                         tensors=[layer])
     a, g = result.tensors[layer].astype(np.float64), result.grads[layer].astype(np.float64)
     if a.ndim != 4:
@@ -38,11 +38,11 @@ def _activations_and_grads(engine, x, target, layer, probability):
     return layer, a, g, target_scores(result.scores, target)
 
 
-def _activations(engine, x, target, layer, probability):
+def _activations(engine, x, target, layer, score):
     """(layer, its activations, target scores) from one forward run, for gradient-free maps."""
     layer = layer or default_layer(engine)
     out = engine.forward(x, [layer])
-    return layer, out[layer].astype(np.float64), target_scores(out[engine.score_name(probability)], target)
+    return layer, out[layer].astype(np.float64), target_scores(out[engine.score_name(score)], target)
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -51,12 +51,12 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize((w, h), Image.BILINEAR)) for m in maps])
 
 
-def _finish(engine, x, target, score, name, layer, layer_map, attribution=None, params=None) -> Explanation:
+def _finish(engine, x, target, values, name, layer, layer_map, attribution=None, params=None) -> Explanation:
     spatial = engine.spatial_size(x)
     heatmap = np.stack([unit_scale(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
     if attribution is None:  # a CAM attributes to the input through its upsampled map, per channel alike
         attribution = np.broadcast_to(np.expand_dims(heatmap, engine.channel_axis), x.shape).astype(np.float32)
-    return Explanation(attribution, heatmap, target, score, name, params={"layer": layer, **(params or {})},
+    return Explanation(attribution, heatmap, target, values, name, params={"layer": layer, **(params or {})},
                        layer_map=layer_map.astype(np.float32))
 
 
@@ -65,29 +65,29 @@ def _weighted(weights, a):
 
 
 @method("gradcam")
-def gradcam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def gradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Grad-CAM (Selvaraju et al., 2017, arXiv:1610.02391): ReLU(Σ_k mean_ij(∂y/∂A_k) · A_k)."""
-    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
-    return _finish(engine, x, target, score, "gradcam", layer, np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
+    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    return _finish(engine, x, target, values, "gradcam", layer, np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
 
 
 @method("gradcam_plus_plus")
-def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Grad-CAM++ (Chattopadhyay et al., 2018, arXiv:1710.11063): channel weights
     Σ_ij ReLU(g) · g² / (2g² + Σ_ij A · g³), as pytorch-grad-cam computes them."""
-    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
+    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
     g2, g3 = g ** 2, g ** 3
     alpha = g2 / (2 * g2 + a.sum(axis=(2, 3), keepdims=True) * g3 + 1e-6)
     alpha = np.where(g != 0, alpha, 0)
     weights = (np.maximum(g, 0) * alpha).sum(axis=(2, 3))
-    return _finish(engine, x, target, score, "gradcam_plus_plus", layer, np.maximum(_weighted(weights, a), 0))
+    return _finish(engine, x, target, values, "gradcam_plus_plus", layer, np.maximum(_weighted(weights, a), 0))
 
 
 @method("layercam")
-def layercam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def layercam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Layer-CAM (Jiang et al., 2021, IEEE TIP 30): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
-    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
-    return _finish(engine, x, target, score, "layercam", layer, np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
+    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    return _finish(engine, x, target, values, "layercam", layer, np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
 
 
 def first_component_projection(maps: np.ndarray) -> np.ndarray:
@@ -103,37 +103,37 @@ def first_component_projection(maps: np.ndarray) -> np.ndarray:
 
 
 @method("eigencam")
-def eigencam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def eigencam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Eigen-CAM (Muhammad & Yeasin, 2020, arXiv:2008.00299): the activations' first principal
     component, ReLU'd. Class-agnostic: ``target`` only labels the result."""
-    layer, a, score = _activations(engine, x, target, layer, probability)
-    return _finish(engine, x, target, score, "eigencam", layer, np.maximum(first_component_projection(a), 0))
+    layer, a, values = _activations(engine, x, target, layer, score)
+    return _finish(engine, x, target, values, "eigencam", layer, np.maximum(first_component_projection(a), 0))
 
 
 @method("eigengradcam")
-def eigengradcam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def eigengradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of gradient ⊙ activation."""
-    layer, a, g, score = _activations_and_grads(engine, x, target, layer, probability)
-    return _finish(engine, x, target, score, "eigengradcam", layer, np.maximum(first_component_projection(g * a), 0))
+    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    return _finish(engine, x, target, values, "eigengradcam", layer, np.maximum(first_component_projection(g * a), 0))
 
 
 @method("fem")
-def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, probability: bool = False) -> Explanation:
+def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, score: str = "logit") -> Explanation:
     """FEM, the K-sigma feature explanation method (Fuad et al., 2020, IPTA): channel weight =
     share of positions above mean + k·std; map = ReLU(Σ_k w_k A_k). k = 1 as in the survey
     (pytorch-grad-cam defaults to 2). Gradient-free and class-agnostic."""
-    layer, a, score = _activations(engine, x, target, layer, probability)
+    layer, a, values = _activations(engine, x, target, layer, score)
     threshold = a.mean(axis=(2, 3), keepdims=True) + k * a.std(axis=(2, 3), keepdims=True)
     weights = (a > threshold).mean(axis=(2, 3))
-    return _finish(engine, x, target, score, "fem", layer, np.maximum(_weighted(weights, a), 0), params={"k": k})
+    return _finish(engine, x, target, values, "fem", layer, np.maximum(_weighted(weights, a), 0), params={"k": k})
 
 
 @method("guided_gradcam")
 def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation: str = "nearest",
-                   probability: bool = False) -> Explanation:
+                   score: str = "logit") -> Explanation:
     """Guided Grad-CAM (Selvaraju et al., 2017): Guided Backprop ⊙ the Grad-CAM map upsampled
     to the input (nearest by default, as Captum's GuidedGradCam; or bilinear)."""
-    cam = gradcam(engine, x, target, layer=layer, probability=probability)
+    cam = gradcam(engine, x, target, layer=layer, score=score)
     spatial = engine.spatial_size(x)
     if interpolation == "nearest":
         rows = np.floor(np.arange(spatial[0]) * cam.layer_map.shape[1] / spatial[0]).astype(int)
@@ -143,8 +143,8 @@ def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation
         up = upsample(cam.layer_map, spatial)
     else:
         raise MethodError(f"interpolation must be nearest or bilinear, got {interpolation!r}")
-    guided = engine.vjp(x, engine.one_hot(target, probability), rules=GUIDED_BACKPROP,
-                        probability=probability).grads[engine.input_name]
+    guided = engine.vjp(x, engine.one_hot(target, score), rules=GUIDED_BACKPROP,
+                        score=score).grads[engine.input_name]
     attribution = (guided * np.expand_dims(up, engine.channel_axis)).astype(np.float32)
     heatmap = np.stack([unit_scale(m) for m in np.abs(attribution).max(axis=engine.channel_axis)]).astype(np.float32)
     return Explanation(attribution, heatmap, target, cam.score, "guided_gradcam",
@@ -152,13 +152,13 @@ def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation
 
 
 @method("cam")
-def cam(engine, x, target, *, layer: str | None = None, probability: bool = False) -> Explanation:
+def cam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """CAM (Zhou et al., 2016, arXiv:1512.04150): Σ_k w_k A_k with w the linear head's weights
     of the target class. Only for a layer that feeds global average pooling and then a linear
     head; no ReLU (the map is signed)."""
     layer = layer or default_layer(engine)
-    pooled = gap_linear_head(engine, layer, engine.score_name(probability))
-    result = engine.vjp(x, engine.one_hot(target, probability), wrt=[pooled], probability=probability,
+    pooled = gap_linear_head(engine, layer, engine.score_name(score))
+    result = engine.vjp(x, engine.one_hot(target, score), wrt=[pooled], score=score,
                         tensors=[layer])
     weights = result.grads[pooled].reshape(len(x), -1).astype(np.float64)
     a = result.tensors[layer].astype(np.float64)

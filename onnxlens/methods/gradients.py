@@ -14,9 +14,9 @@ from onnxlens.methods.registry import MethodError, method, method_info, target_s
 from onnxlens.methods.scoring import blurred
 
 
-def _input_grad(engine, x, target, rules=None, probability=False):
+def _input_grad(engine, x, target, rules=None, score="logit"):
     """(target score per row, gradient of the target score w.r.t. the input)."""
-    result = engine.vjp(x, engine.one_hot(target, probability), rules=rules, probability=probability)
+    result = engine.vjp(x, engine.one_hot(target, score), rules=rules, score=score)
     return target_scores(result.scores, target), result.grads[engine.input_name]
 
 
@@ -29,39 +29,39 @@ def sum_over_channels(engine, attribution):
 
 
 @method("gradient")
-def gradient(engine, x, target, *, abs: bool = True, probability: bool = False) -> Explanation:
+def gradient(engine, x, target, *, abs: bool = True, score: str = "logit") -> Explanation:
     """Vanilla gradient saliency (Simonyan et al., 2014, arXiv:1312.6034).
 
     attribution: the signed gradient of the target score w.r.t. the input; heatmap: the
     maximum over channels of its magnitude (``abs=true``) or its sum over channels (``abs=false``).
     """
-    score, grad = _input_grad(engine, x, target, probability=probability)
+    values, grad = _input_grad(engine, x, target, score=score)
     heatmap = max_abs_over_channels(engine, grad) if abs else sum_over_channels(engine, grad)
-    return Explanation(grad, heatmap, target, score, "gradient")
+    return Explanation(grad, heatmap, target, values, "gradient")
 
 
 @method("input_x_gradient")
-def input_x_gradient(engine, x, target, *, probability: bool = False) -> Explanation:
+def input_x_gradient(engine, x, target, *, score: str = "logit") -> Explanation:
     """Input × Gradient (Shrikumar et al., 2016, arXiv:1605.01713); heatmap: sum over channels."""
-    score, grad = _input_grad(engine, x, target, probability=probability)
+    values, grad = _input_grad(engine, x, target, score=score)
     attribution = x * grad
-    return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "input_x_gradient")
+    return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "input_x_gradient")
 
 
 @method("guided_backprop")
-def guided_backprop(engine, x, target, *, probability: bool = False) -> Explanation:
+def guided_backprop(engine, x, target, *, score: str = "logit") -> Explanation:
     """Guided Backpropagation (Springenberg et al., 2015, arXiv:1412.6806): only positive
     cotangents pass ReLUs, and only where the input was positive. Heatmap: max |·| over channels."""
-    score, grad = _input_grad(engine, x, target, GUIDED_BACKPROP, probability)
-    return Explanation(grad, max_abs_over_channels(engine, grad), target, score, "guided_backprop")
+    values, grad = _input_grad(engine, x, target, GUIDED_BACKPROP, score)
+    return Explanation(grad, max_abs_over_channels(engine, grad), target, values, "guided_backprop")
 
 
 @method("deconvnet")
-def deconvnet(engine, x, target, *, probability: bool = False) -> Explanation:
+def deconvnet(engine, x, target, *, score: str = "logit") -> Explanation:
     """DeconvNet (Zeiler & Fergus, 2014, arXiv:1311.2901): ReLUs pass the positive part of the
     cotangent regardless of the forward input. Heatmap: max |·| over channels."""
-    score, grad = _input_grad(engine, x, target, DECONVNET, probability)
-    return Explanation(grad, max_abs_over_channels(engine, grad), target, score, "deconvnet")
+    values, grad = _input_grad(engine, x, target, DECONVNET, score)
+    return Explanation(grad, max_abs_over_channels(engine, grad), target, values, "deconvnet")
 
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -104,7 +104,7 @@ def make_baseline(engine, x, baseline, blur_sigma: float, seed: int) -> np.ndarr
 @method("integrated_gradients")
 def integrated_gradients(engine, x, target, *, steps: int = 50, quadrature_rule: str = "gausslegendre",
                          baseline="zeros", blur_sigma: float = 5.0, seed: int = 0,
-                         probability: bool = False) -> Explanation:
+                         score: str = "logit") -> Explanation:
     """Integrated Gradients (Sundararajan et al., 2017, arXiv:1703.01365).
 
     attribution = (x − baseline) · Σ_k w_k ∇f(baseline + α_k (x − baseline)), all steps batched
@@ -116,21 +116,21 @@ def integrated_gradients(engine, x, target, *, steps: int = 50, quadrature_rule:
     base = make_baseline(engine, x, baseline, blur_sigma, seed)
     delta = x - base
     n = len(x)
-    seed_rows = engine.one_hot(target, probability)
+    seed_rows = engine.one_hot(target, score)
     total = np.zeros_like(x, dtype=np.float64)
     chunk = max(1, engine.batch_size // n)
     for k in range(0, steps, chunk):
         a = alphas[k:k + chunk].astype(np.float32)
         points = (base[None] + a.reshape(-1, *[1] * x.ndim) * delta[None]).reshape(-1, *x.shape[1:])
-        result = engine.vjp(points, np.tile(seed_rows, (len(a), 1)), probability=probability)
+        result = engine.vjp(points, np.tile(seed_rows, (len(a), 1)), score=score)
         grads = result.grads[engine.input_name].reshape(len(a), *x.shape)
         total += np.tensordot(weights[k:k + chunk], grads.astype(np.float64), axes=1)
     attribution = (delta * total).astype(np.float32)
-    ends = engine.forward(np.concatenate([x, base]))[engine.score_name(probability)]
+    ends = engine.forward(np.concatenate([x, base]))[engine.score_name(score)]
     end_scores = target_scores(ends, np.tile(target, 2))
-    score, base_score = end_scores[:n], end_scores[n:]
-    gap = np.abs(attribution.reshape(n, -1).sum(axis=1) - (score - base_score))
-    return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "integrated_gradients",
+    values, base_score = end_scores[:n], end_scores[n:]
+    gap = np.abs(attribution.reshape(n, -1).sum(axis=1) - (values - base_score))
+    return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "integrated_gradients",
                        timings={"integrate": time.perf_counter() - start},
                        diagnostics={"completeness_gap": gap, "baseline_score": base_score})
 
@@ -143,7 +143,7 @@ HEATMAP_REDUCTION = {
 _NOISE_TUNNELS = {"smoothgrad": "mean", "smoothgrad_squared": "mean of squares", "vargrad": "variance"}
 
 
-def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, probability):
+def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, score):
     if base not in HEATMAP_REDUCTION:
         raise MethodError(f"base must be one of {', '.join(HEATMAP_REDUCTION)}, got {base!r}")
     base_info = method_info(base)
@@ -165,22 +165,22 @@ def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, pr
         part = (noise[start:start + count] if noise is not None
                 else rng.standard_normal((count, *x.shape)).astype(np.float32) * span)
         noisy = (x[None] + part).reshape(-1, *x.shape[1:])
-        inner = base_info.fn(engine, noisy, np.tile(target, count), probability=probability)
+        inner = base_info.fn(engine, noisy, np.tile(target, count), score=score)
         attrs = inner.attribution.reshape(count, *x.shape).astype(np.float64)
         total += attrs.sum(axis=0)
         squares += (attrs ** 2).sum(axis=0)
     mean = total / samples
     attribution = {"smoothgrad": mean, "smoothgrad_squared": squares / samples,
                    "vargrad": np.maximum(squares / samples - mean ** 2, 0.0)}[kind].astype(np.float32)
-    score = target_scores(engine.forward(x)[engine.score_name(probability)], target)
-    return Explanation(attribution, HEATMAP_REDUCTION[base](engine, attribution), target, score, kind,
+    values = target_scores(engine.forward(x)[engine.score_name(score)], target)
+    return Explanation(attribution, HEATMAP_REDUCTION[base](engine, attribution), target, values, kind,
                        params={"samples": samples})
 
 
 def _register_noise_tunnel(kind):
     def tunnel(engine, x, target, *, base: str = "gradient", samples: int = 50, sigma: float = 0.15,
-               seed: int = 0, noise=None, probability: bool = False) -> Explanation:
-        return _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, probability)
+               seed: int = 0, noise=None, score: str = "logit") -> Explanation:
+        return _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, score)
 
     tunnel.__doc__ = (f"SmoothGrad noise tunnel — {_NOISE_TUNNELS[kind]} of ``base`` over noisy copies "
                       "(Smilkov et al., 2017, arXiv:1706.03825; VarGrad: Adebayo et al., 2018). Noise σ is "
@@ -195,7 +195,7 @@ for _kind in _NOISE_TUNNELS:
 
 @method("deeplift")
 def deeplift(engine, x, target, *, rule: str = "rescale", maxpool: str = "rescale", baseline="zeros",
-             blur_sigma: float = 5.0, seed: int = 0, probability: bool = False) -> Explanation:
+             blur_sigma: float = 5.0, seed: int = 0, score: str = "logit") -> Explanation:
     """DeepLIFT (Shrikumar et al., 2017, arXiv:1704.02685): attribution = (x − x₀) ⊙ multipliers.
     ``rule="rescale"`` (Captum's formulation): nonlinearities pass Δy/Δx. ``rule="reveal_cancel"``
     (the paper's Sec. 3.5.3): positive and negative contributions to each layer's pre-activation
@@ -217,12 +217,12 @@ def deeplift(engine, x, target, *, rule: str = "rescale", maxpool: str = "rescal
     multipliers, scores = [], []
     for start in range(0, len(x), step):
         xs, bs, ts = x[start:start + step], base[start:start + step], target[start:start + step]
-        seeds = engine.one_hot(np.concatenate([ts, ts]), probability)
-        result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=rules, probability=probability)
+        seeds = engine.one_hot(np.concatenate([ts, ts]), score)
+        result = engine.vjp(np.concatenate([xs, bs]), seeds, rules=rules, score=score)
         multipliers.append(result.grads[engine.input_name][: len(xs)])
         scores.append(target_scores(result.scores, np.concatenate([ts, ts])).reshape(2, -1))
     attribution = ((x - base) * np.concatenate(multipliers)).astype(np.float32)
-    score, base_score = np.concatenate(scores, axis=1)
-    gap = np.abs(attribution.reshape(len(x), -1).sum(axis=1) - (score - base_score))
-    return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "deeplift",
+    values, base_score = np.concatenate(scores, axis=1)
+    gap = np.abs(attribution.reshape(len(x), -1).sum(axis=1) - (values - base_score))
+    return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "deeplift",
                        diagnostics={"summation_gap": gap, "baseline_score": base_score})

@@ -12,10 +12,6 @@ from onnxlens.methods.registry import MethodError, method
 from onnxlens.methods.scoring import class_score, pixel_mask, substrate
 
 
-def _score_kind(probability: bool) -> str:
-    return "probability" if probability else "logit"
-
-
 def _scores(engine, make, count: int, target: int, score: str) -> np.ndarray:
     """Scores of class ``target`` on ``count`` perturbed copies of one input, ``make(slice)``
     giving the copies of that slice, scored a few session batches at a time (bounded memory)."""
@@ -27,11 +23,11 @@ def _scores(engine, make, count: int, target: int, score: str) -> np.ndarray:
 
 @method("occlusion")
 def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: float = 0.0,
-              probability: bool = False) -> Explanation:
+              score: str = "logit") -> Explanation:
     """Occlusion (Zeiler & Fergus, 2014, arXiv:1311.2901), as Captum's ``Occlusion``: a
     ``window``×``window`` patch over all channels, set to ``fill``, slides in steps of
     ``stride`` (positions from the top-left corner that fit inside the image); each pixel's
-    attribution is the mean drop of the target score (logit, or ``probability``) over the
+    attribution is the mean drop of the target ``score`` (logit or probability) over the
     windows that cover it, the same in every channel (pixels no window covers: 0).
     Heatmap: that per-pixel mean drop."""
     h, w = engine.spatial_size(x)
@@ -46,7 +42,6 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
             masks[k, r:r + window, c:c + window] = True
         return pixel_mask(engine, masks)
 
-    score = _score_kind(probability)
     clean = class_score(engine, x, target, score)
     drops = np.stack([clean[i] - _scores(engine, lambda s: np.where(windows(s), np.float32(fill), x[i]), len(corners),
                                          target[i], score) for i in range(len(x))])
@@ -81,7 +76,7 @@ def _rise_masks(rng, count: int, cells: int, p: float, size: tuple[int, int]) ->
 
 @method("rise")
 def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5, fill: str = "zero",
-         seed: int = 0, probability: bool = True) -> Explanation:
+         seed: int = 0, score: str = "probability") -> Explanation:
     """RISE (Petsiuk et al., 2018, BMVC, arXiv:1806.07421): the input multiplied by ``masks``
     random smooth masks (:func:`_rise_masks`, seeded, the same for every input); the map is
     the score-weighted sum of the masks, Σ f(x ⊙ M)·M / (N·p) — the expected score when a
@@ -98,7 +93,6 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
     size = engine.spatial_size(x)
     background = substrate(engine, x, fill)
     rng = np.random.default_rng(seed)
-    score = _score_kind(probability)
     saliency = np.zeros((len(x), *size))
     chunk = 256
     for start in range(0, masks, chunk):
@@ -151,7 +145,7 @@ def weighted_ridge(z: np.ndarray, y: np.ndarray, weights: np.ndarray, alpha: flo
 @method("lime")
 def lime(engine, x, target, *, segments: str = "slic", n_segments: int = 50, compactness: float = 10.0,
          samples: int = 1000, kernel_width: float = 0.25, alpha: float = 1.0, fill: str = "mean", seed: int = 0,
-         probability: bool = True) -> Explanation:
+         score: str = "probability") -> Explanation:
     """LIME for images (Ribeiro et al., 2016, KDD, arXiv:1602.04938), as the ``lime`` package's
     image explainer does it: the input cut into superpixels (``segments``: SLIC or a grid);
     ``samples`` random on/off patterns (the first all on, seeded) with the off segments filled by
@@ -165,7 +159,6 @@ def lime(engine, x, target, *, segments: str = "slic", n_segments: int = 50, com
     if samples < 2 or n_segments < 1 or kernel_width <= 0 or alpha < 0:
         raise MethodError("lime needs samples ≥ 2, n_segments ≥ 1, kernel_width > 0 and alpha ≥ 0")
     layout = engine.spec.image_input.layout
-    score = _score_kind(probability)
     rng = np.random.default_rng(seed)
     maps, all_labels, weights, fits = [], [], [], []
     for i in range(len(x)):

@@ -11,7 +11,7 @@ from onnxlens.methods.gradients import sum_over_channels
 from onnxlens.methods.registry import MethodError, method, target_scores
 
 
-def _relevance(engine, x, target, preset, layer, probability, **rule_params):
+def _relevance(engine, x, target, preset, layer, score, **rule_params):
     try:
         rules = composite(preset, **rule_params)
     except ValueError as exc:
@@ -24,15 +24,14 @@ def _relevance(engine, x, target, preset, layer, probability, **rule_params):
     # scaling by the score afterwards equals seeding R = score, without a separate forward pass;
     # the layers' relevance comes back as row sums (the conservation check), the chosen layer's whole
     wrt = [engine.input_name] + ([layer] if layer is not None else [])
-    result = engine.vjp(x, engine.one_hot(target, probability), wrt=wrt, rules=rules, probability=probability,
-                        totals=layers)
-    score = target_scores(result.scores, target)
-    relevance = {name: value * score.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
+    result = engine.vjp(x, engine.one_hot(target, score), wrt=wrt, rules=rules, score=score, totals=layers)
+    values = target_scores(result.scores, target)
+    relevance = {name: value * values.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
     attribution = relevance[engine.input_name]
-    gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - score)}
-    gaps.update({name: np.abs(total * score - score) for name, total in result.totals.items()})
+    gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - values)}
+    gaps.update({name: np.abs(total * values - values) for name, total in result.totals.items()})
     layer_map = relevance[layer].sum(axis=1) if layer is not None else None
-    return Explanation(attribution, sum_over_channels(engine, attribution), target, score, "lrp",
+    return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",
                        params={"rules": rules.name}, layer_map=layer_map,
                        diagnostics={"conservation_gap": gaps})
 
@@ -40,7 +39,7 @@ def _relevance(engine, x, target, preset, layer, probability, **rule_params):
 @method("lrp")
 def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float = 1e-6, gamma: float = 0.25,
         alpha: float = 2.0, beta: float = 1.0, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
-        layer: str | None = None, probability: bool = False) -> Explanation:
+        layer: str | None = None, score: str = "logit") -> Explanation:
     """Layer-wise relevance propagation with a Zennit composite (``preset``: one of
     epsilon, epsilon_plus, epsilon_plus_flat, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat,
     epsilon_gamma_box, deep_taylor). The output relevance is the explained score; attribution =
@@ -49,15 +48,15 @@ def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float 
     |Σ relevance − score| at the input and at every candidate layer."""
     if preset not in PRESETS:
         raise MethodError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _relevance(engine, x, target, preset, layer, probability, epsilon=epsilon, gamma=gamma, alpha=alpha,
+    return _relevance(engine, x, target, preset, layer, score, epsilon=epsilon, gamma=gamma, alpha=alpha,
                       beta=beta, low=low, high=high, stabilizer=stabilizer)
 
 
 @method("deep_taylor")
 def deep_taylor(engine, x, target, *, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
-                layer: str | None = None, probability: bool = False) -> Explanation:
+                layer: str | None = None, score: str = "logit") -> Explanation:
     """Deep Taylor decomposition (Montavon et al., 2017, Pattern Recognit. 65:211–222): z⁺ in
     hidden layers, z^B with bounds ``low``/``high`` at the input."""
-    e = _relevance(engine, x, target, "deep_taylor", layer, probability, low=low, high=high, stabilizer=stabilizer)
+    e = _relevance(engine, x, target, "deep_taylor", layer, score, low=low, high=high, stabilizer=stabilizer)
     e.method = "deep_taylor"
     return e

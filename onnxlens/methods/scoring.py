@@ -9,19 +9,15 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import softmax
 
-from onnxlens.errors import quote
-from onnxlens.methods.registry import MethodError
-
-SCORES = ("probability", "logit")
+from onnxlens.graph_ops.simplify import check_score
 
 
 def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probability") -> np.ndarray:
     """Row i's score of class ``target[i]``: the model's probability (its own trailing Softmax
     or Sigmoid when it has one, else the softmax of its logits) or the logit."""
-    if score not in SCORES:
-        raise MethodError(f"score must be one of {', '.join(SCORES)}, got {quote(score)}")
+    check_score(score)
     out = engine.forward(x)
-    logits = out[engine.score_name()].reshape(len(x), -1)
+    logits = out[engine.score_name("logit")].reshape(len(x), -1)
     spec = engine.spec.output()
     if score == "logit":
         values = logits

@@ -141,12 +141,12 @@ class Engine:
                                   "(or values beyond float32's range)")
         return x
 
-    def score_name(self, probability: bool = False, output: str | None = None) -> str:
-        return score_tensor(self.spec, output, probability)
+    def score_name(self, score: str = "logit", output: str | None = None) -> str:
+        return score_tensor(self.spec, output, score)
 
-    def one_hot(self, target: np.ndarray, probability: bool = False, output: str | None = None) -> np.ndarray:
+    def one_hot(self, target: np.ndarray, score: str = "logit", output: str | None = None) -> np.ndarray:
         """Seed cotangents selecting class ``target[i]`` of the score in row i."""
-        name = self.score_name(probability, output)
+        name = self.score_name(score, output)
         row = self.model.measured_shapes.get(name, self.spec.output(output).shape)[1:]
         if len(row) != 1 or not isinstance(row[0], int):
             raise InputShapeError(f"the score tensor {quote(name)} is not one vector of class scores per row")
@@ -197,14 +197,14 @@ class Engine:
         return np.max([relative_deviation(twin[o.name], deployed[o.name]) for o in self.spec.outputs], axis=0)
 
     def vjp(self, x: np.ndarray, seed: np.ndarray, *, wrt: Sequence[str] | None = None,
-            rules: RuleSet | None = None, probability: bool = False, output: str | None = None,
+            rules: RuleSet | None = None, score: str = "logit", output: str | None = None,
             tensors: Sequence[str] = (), totals: Sequence[str] = ()) -> VjpResult:
         """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input);
         inner ``tensors`` come back from the same run in ``VjpResult.tensors``, and the per-row
         sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``."""
         x = self.check_input(x)
         if has_symbolic_spatial(self.model):
-            return self.for_input(x).vjp(x, seed, wrt=wrt, rules=rules, probability=probability, output=output,
+            return self.for_input(x).vjp(x, seed, wrt=wrt, rules=rules, score=score, output=output,
                                          tensors=tensors, totals=totals)
         wrt = tuple(wrt) if wrt else (self.input_name,)
         rules = unclipped(rules) if self.ste == "identity" else rules
@@ -214,25 +214,25 @@ class Engine:
         exposed = tuple(sorted(set(tensors)))
         in_model_precision = self.precision == "model" and self.is_twin
         graph = self.forward_graph if in_model_precision else self.graph
-        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.key if rules else None, "probability": probability,
+        spec = {"kind": "vjp", "wrt": wrt, "rules": rules.key if rules else None, "score": score,
                 "output": output, "expose": exposed, "totals": totals, "model_precision": in_model_precision}
 
         def build():
-            return gradient_model(graph, self.spec, output=output, probability=probability,
+            return gradient_model(graph, self.spec, output=output, score=score,
                                   wrt=wrt, rules=rules, exposed=exposed, totals=totals).vjp.model
 
         session = self.cache.get(self.key, spec, build, self.config)
-        score = self.score_name(probability, output)
+        name = self.score_name(score, output)
         seed = np.asarray(seed, dtype=np.float32)
         if seed.shape[0] != x.shape[0]:
             raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
         if in_model_precision:  # feed the deployed types, return float32
             x = x.astype(self.spec.image_input.dtype, copy=False)
-            seed = seed.astype(session.input_types[seed_name(score)], copy=False)
-        out = self._batched(session, x, {seed_name(score): seed})
+            seed = seed.astype(session.input_types[seed_name(name)], copy=False)
+        out = self._batched(session, x, {seed_name(name): seed})
         if in_model_precision:
             out = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
-        return VjpResult(out[score], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
+        return VjpResult(out[name], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
                          {t: out[total_name(t)] for t in totals})
 
     def saturated_quantizers(self, x: np.ndarray) -> dict[str, np.ndarray]:

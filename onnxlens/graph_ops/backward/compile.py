@@ -35,19 +35,19 @@ def gradient_model(
     spec: ModelSpec,
     *,
     output: str | None = None,
-    probability: bool = False,
+    score: str = "logit",
     wrt: Sequence[str] | None = None,
     rules: RuleSet | None = None,
     exposed: Sequence[str] = (),
     totals: Sequence[str] = (),
 ) -> GradientModel:
-    """The gradient of the score (the logit by default) of ``output`` w.r.t. the image input
+    """The gradient of the ``score`` (logit or probability) of ``output`` w.r.t. the image input
     and/or inner tensors ``wrt`` of a prepared model (:func:`prepare_for_differentiation`);
     ``exposed`` inner tensors are returned by the same run, and for ``totals`` tensors the
     per-row sums of their cotangents. Dequantized constants of an int8 graph are folded into
     float weights first (forward-only runs keep the graph as deployed)."""
-    score = score_tensor(spec, output, probability)
+    name = score_tensor(spec, output, score)
     targets = tuple(wrt) if wrt else (spec.image_input.name,)
     model = fold_dequantized_constants(model)[0]
-    vjp = append_vjp(expose(model, [score, *exposed]), [score], targets, rules, totals)
-    return GradientModel(vjp, score, targets)
+    vjp = append_vjp(expose(model, [name, *exposed]), [name], targets, rules, totals)
+    return GradientModel(vjp, name, targets)
