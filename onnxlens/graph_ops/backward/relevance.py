@@ -17,7 +17,7 @@ is the relevance R; a rule maps the relevance of a layer's output to that of its
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,8 +33,6 @@ PASS_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tan
 #: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))``
 #: (Zennit sees no module there and passes the gradient, which does not conserve relevance).
 NORM_OPS = ("Add", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
-PRESETS = ("epsilon", "epsilon_plus", "epsilon_plus_flat", "epsilon_alpha2_beta1", "epsilon_alpha2_beta1_flat",
-           "epsilon_gamma_box", "deep_taylor")
 
 
 def stabilize(ctx, z: str, epsilon: float, nonnegative: bool = False) -> str:
@@ -243,28 +241,66 @@ def wsquare_rule(stabilizer: float = 1e-6):
     return _constant_input_rule(np.square, keep_bias=True, stabilizer=stabilizer)
 
 
-def composite(preset: str, *, epsilon: float = 1e-6, gamma: float = 0.25, alpha: float = 2.0, beta: float = 1.0,
-              low=0.0, high=1.0, stabilizer: float = 1e-6) -> RuleSet:
-    """A named composite, equal in meaning to Zennit's: which rule applies where."""
-    if preset not in PRESETS:
+@dataclass(frozen=True)
+class RuleParams:
+    """The parameters a composite's rules take (Zennit's names and defaults)."""
+
+    epsilon: float = 1e-6
+    gamma: float = 0.25
+    alpha: float = 2.0
+    beta: float = 1.0
+    low: object = 0.0  #: z^B's lower input bound: a number or an array broadcastable to the input
+    high: object = 1.0
+    stabilizer: float = 1e-6
+
+
+#: Rule name → the rule, given the parameters.
+RULES = {
+    "pass": lambda p: pass_rule,
+    "norm": lambda p: epsilon_rule(p.stabilizer),
+    "epsilon": lambda p: epsilon_rule(p.epsilon),
+    "zplus": lambda p: zplus_rule(p.stabilizer),
+    "alpha_beta": lambda p: alpha_beta_rule(p.alpha, p.beta, p.stabilizer),
+    "gamma": lambda p: gamma_rule(p.gamma, p.stabilizer),
+    "flat": lambda p: flat_rule(p.stabilizer),
+    "zbox": lambda p: zbox_rule(p.low, p.high, p.stabilizer),
+}
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Which rule applies where, by name (Zennit's composites): convolutions, dense layers and,
+    optionally, the first layer; activations and BatchNorm pass relevance, sums and average
+    pools split it (the ``norm`` rule)."""
+
+    conv: str
+    dense: str
+    first: str | None = None
+
+
+COMPOSITES = {
+    "epsilon": Composite(conv="epsilon", dense="epsilon"),
+    "epsilon_plus": Composite(conv="zplus", dense="epsilon"),
+    "epsilon_plus_flat": Composite(conv="zplus", dense="epsilon", first="flat"),
+    "epsilon_alpha2_beta1": Composite(conv="alpha_beta", dense="epsilon"),
+    "epsilon_alpha2_beta1_flat": Composite(conv="alpha_beta", dense="epsilon", first="flat"),
+    "epsilon_gamma_box": Composite(conv="gamma", dense="epsilon", first="zbox"),
+    "deep_taylor": Composite(conv="zplus", dense="zplus", first="zbox"),
+}
+PRESETS = tuple(COMPOSITES)
+
+
+def composite(preset: str, **params) -> RuleSet:
+    """The rule set of a named composite (``COMPOSITES``), equal in meaning to Zennit's, with
+    the rules' ``params`` (``RuleParams``' fields)."""
+    if preset not in COMPOSITES:
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    conv_rule = {
-        "epsilon": epsilon_rule(epsilon),
-        "epsilon_plus": zplus_rule(stabilizer), "epsilon_plus_flat": zplus_rule(stabilizer),
-        "deep_taylor": zplus_rule(stabilizer),
-        "epsilon_alpha2_beta1": alpha_beta_rule(alpha, beta, stabilizer),
-        "epsilon_alpha2_beta1_flat": alpha_beta_rule(alpha, beta, stabilizer),
-        "epsilon_gamma_box": gamma_rule(gamma, stabilizer),
-    }[preset]
-    dense_rule = zplus_rule(stabilizer) if preset == "deep_taylor" else epsilon_rule(epsilon)
-    params = dict(epsilon=epsilon, gamma=gamma, alpha=alpha, beta=beta, low=np.asarray(low).tolist(),
-                  high=np.asarray(high).tolist(), stabilizer=stabilizer)
-    rules = RuleSet(name=f"lrp:{preset}:{sorted(params.items())}")
-    if preset.endswith("_flat"):
-        rules = rules.with_rule(first_layer(), flat_rule(stabilizer))
-    elif preset in ("epsilon_gamma_box", "deep_taylor"):
-        rules = rules.with_rule(first_layer(), zbox_rule(low, high, stabilizer))
-    return (rules.with_rule(by_op(*PASS_OPS), pass_rule)
-            .with_rule(by_op(*NORM_OPS), epsilon_rule(stabilizer))
-            .with_rule(by_op("Conv"), conv_rule)
-            .with_rule(by_op("Gemm", "MatMul"), dense_rule))
+    chosen, p = COMPOSITES[preset], RuleParams(**params)
+    named = {k: np.asarray(v).tolist() if k in ("low", "high") else v for k, v in vars(p).items()}
+    rules = RuleSet(name=f"lrp:{preset}:{sorted(named.items())}")
+    if chosen.first is not None:
+        rules = rules.with_rule(first_layer(), RULES[chosen.first](p))
+    return (rules.with_rule(by_op(*PASS_OPS), RULES["pass"](p))
+            .with_rule(by_op(*NORM_OPS), RULES["norm"](p))
+            .with_rule(by_op("Conv"), RULES[chosen.conv](p))
+            .with_rule(by_op("Gemm", "MatMul"), RULES[chosen.dense](p)))
