@@ -171,3 +171,15 @@ def test_nodes_out_of_topological_order_are_sorted_on_import(tmp_path):
     x = np.random.default_rng(0).standard_normal((2, *imported.spec.image_input.shape[1:])).astype(np.float32)
     np.testing.assert_allclose(Explainer(tmp_path / "shuffled.onnx").explain(x, "gradient").attribution,
                                Explainer(tmp_path / "sorted.onnx").explain(x, "gradient").attribution, rtol=1e-6)
+
+
+def test_a_cycle_is_left_to_the_checker_to_name(tmp_path):
+    from onnxlens.graph_ops.index import in_topological_order
+
+    nodes = [helper.make_node("Relu", ["b"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Add", ["x", "b"], ["y"])]
+    model = make_model(nodes, [vi("x", [1, 3, 8, 8])], [vi("y", [1, 3, 8, 8])], [], opset=17)
+    assert in_topological_order(model) == (model, False)
+    onnx.save(model, tmp_path / "cycle.onnx")
+    with pytest.raises(errors.InvalidModelError, match="fails the ONNX checker"):
+        import_model(tmp_path / "cycle.onnx")

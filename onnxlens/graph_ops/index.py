@@ -68,15 +68,22 @@ def is_topological(graph: onnx.GraphProto) -> bool:
 def in_topological_order(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     """``model`` with the nodes of its top level in the topological order onnx-graphsurgeon
     finds when they are not (the nodes themselves and everything else kept), and whether they
-    were reordered; the model itself when they already are in order."""
+    were reordered; the model itself when they already are in order or cannot be (a cycle,
+    a tensor produced twice: the ONNX checker then says what is wrong)."""
     if is_topological(model.graph):
         return model, False
     import onnx_graphsurgeon as gs
+    from onnx_graphsurgeon.util.exception import OnnxGraphSurgeonException
 
     graph = gs.import_onnx(model)
-    graph.toposort(recurse_subgraphs=False)
+    try:
+        graph.toposort(recurse_subgraphs=False)
+    except OnnxGraphSurgeonException:
+        return model, False
     # a node is known by its outputs (names are unique in a valid graph)
     rank = {tuple(t.name for t in node.outputs): i for i, node in enumerate(graph.nodes)}
+    if len(rank) != len(model.graph.node):
+        return model, False
     out = onnx.ModelProto()
     out.CopyFrom(model)
     replace_nodes(out.graph, sorted(out.graph.node, key=lambda n: rank[tuple(n.output)]))
