@@ -68,7 +68,7 @@ def rescale_rule(ctx):
     fallback = VJP_RULES[ctx.node.op_type](ctx)[0]
     delta_in = _doubled_difference(ctx, ctx.inputs[0])
     delta_out = _doubled_difference(ctx, ctx.outputs[0])
-    return [_rescaled(ctx, g.op("Mul", ctx.ct, delta_out), delta_in, fallback)] + [None] * (len(ctx.inputs) - 1)
+    return [_rescaled(ctx, g.op("Mul", ctx.ct, delta_out), delta_in, fallback)]
 
 
 def maxpool_rule(ctx):
@@ -125,7 +125,7 @@ def reveal_cancel_rule(ctx):
     c = _halves(ctx, ctx.ct)[0]
     m_up = _rescaled(ctx, g.op("Mul", c, dy_up), up, gradient)
     m_down = _rescaled(ctx, g.op("Mul", c, dy_down), down, gradient)
-    return [g.op("Concat", m_up, m_down, axis=0)] + [None] * (len(ctx.inputs) - 1)
+    return [g.op("Concat", m_up, m_down, axis=0)]
 
 
 def reveal_cancel_linear_rule(ctx):
@@ -140,7 +140,7 @@ def reveal_cancel_linear_rule(ctx):
     rising = g.op("Add", layer.adjoint(c_up, wp), layer.adjoint(c_down, wn))
     falling = g.op("Add", layer.adjoint(c_up, wn), layer.adjoint(c_down, wp))
     positive = g.op("Greater", _difference(ctx, ctx.inputs[0]), g.const(0.0))
-    return [_doubled(ctx, g.op("Where", positive, rising, falling))] + [None] * (len(ctx.inputs) - 1)
+    return [_doubled(ctx, g.op("Where", positive, rising, falling))]
 
 
 DEEPLIFT_RESCALE_CAPTUM = RuleSet(name="deeplift_rescale_captum").with_rule(by_op(*CAPTUM_NONLINEAR_OPS), rescale_rule)

@@ -1,12 +1,14 @@
 """The table of VJP rules: op type → a small pure function of (node, output cotangents).
 
 A rule receives a :class:`RuleContext` and returns one cotangent name (or None) per node
-input. It may only emit nodes through ``ctx.g`` and read facts through the context; it knows
-nothing of the traversal.
+input, trailing Nones left out. It may only emit nodes through ``ctx.g`` and read facts through
+the context; it knows nothing of the traversal. Elementwise rules are written over expressions
+(:func:`elementwise_rule`), so they read like their math.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +17,7 @@ import onnx
 
 from onnxlens.errors import InvalidModelError, UnsupportedOperatorError, quote
 from onnxlens.graph_ops.backward.emitter import Emitter, Shape
+from onnxlens.graph_ops.backward.expr import Expr
 from onnxlens.graph_ops.tensors import node_attr
 
 
@@ -105,6 +108,38 @@ def vjp_rule(*op_types: str):
     def register(fn: Rule) -> Rule:
         for op in op_types:
             VJP_RULES[op] = fn
+        return fn
+
+    return register
+
+
+def elementwise_rule(*op_types: str, broadcasting: bool = False):
+    """Register ``fn(ct, *inputs) -> cotangents`` as the VJP rule of the elementwise
+    ``op_types``, written over :class:`~onnxlens.graph_ops.backward.expr.Expr` (the cotangent
+    and the inputs; ``y=`` the output and ``ctx=`` the rule context when ``fn`` takes them).
+    It returns one cotangent expression (or None) per input, trailing ones left out at will;
+    only those of inputs that need one are emitted, and with ``broadcasting`` each is summed
+    back to its input's shape (numpy broadcasting undone)."""
+
+    def register(fn):
+        wants = inspect.signature(fn).parameters
+
+        def rule(ctx: RuleContext) -> list[str | None]:
+            g = ctx.g
+            extra = {"y": Expr(g, ctx.outputs[0]), "ctx": ctx}
+            cts = fn(Expr(g, ctx.ct), *(Expr(g, i) for i in ctx.inputs), **{k: v for k, v in extra.items() if k in wants})
+            out = []
+            for i, (ct, need) in enumerate(zip(cts, ctx.needs)):
+                if not need or ct is None:
+                    out.append(None)
+                elif broadcasting:
+                    out.append(g.reduce_to_shape(ct.name, ctx.shape(ctx.outputs[0]), ctx.shape(ctx.inputs[i])))
+                else:
+                    out.append(ct.name)
+            return out
+
+        for op in op_types:
+            VJP_RULES[op] = rule
         return fn
 
     return register

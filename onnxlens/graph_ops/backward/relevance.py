@@ -44,7 +44,7 @@ def stabilize(ctx, z: str, epsilon: float, nonnegative: bool = False) -> str:
 
 
 def pass_rule(ctx):
-    return [ctx.ct] + [None] * (len(ctx.inputs) - 1)
+    return [ctx.ct]
 
 
 def epsilon_rule(epsilon: float):
@@ -122,16 +122,12 @@ def _signed_terms(layer, g, xp, xn, ct, w_for_pos, w_for_neg, bias, stabilizer, 
     return out if xn is None else g.op("Add", out, g.op("Mul", xn, layer.adjoint(s, w_for_neg)))
 
 
-def _result(ctx, relevance):
-    return [relevance] + [None] * (len(ctx.inputs) - 1)
-
-
 def zplus_rule(stabilizer: float = 1e-6):
     def rule(ctx):
         layer, g = LinearLayer(ctx), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
-        return _result(ctx, _signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer))
+        return [_signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer)]
 
     return rule
 
@@ -147,7 +143,7 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1
 
         positive = _signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer)
         negative = _signed_terms(layer, g, xp, xn, ctx.ct, wn, wp, layer.neg(layer.bias), stabilizer)
-        return _result(ctx, g.op("Sub", g.op("Mul", positive, g.const(alpha)), g.op("Mul", negative, g.const(beta))))
+        return [g.op("Sub", g.op("Mul", positive, g.const(alpha)), g.op("Mul", negative, g.const(beta)))]
 
     return rule
 
@@ -165,7 +161,7 @@ def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
             mask = g.op("Cast", g.op(sign_op, z, g.const(0.0)), to=g.float_type)
             return _signed_terms(layer, g, xp, xn, ctx.ct, w_pos_in, w_neg_in, bias, stabilizer, mask)
 
-        return _result(ctx, g.op("Add", part(up(w), down(w), up(b), "Greater"), part(down(w), up(w), down(b), "Less")))
+        return [g.op("Add", part(up(w), down(w), up(b), "Greater"), part(down(w), up(w), down(b), "Less"))]
 
     return rule
 
@@ -185,7 +181,7 @@ def zbox_rule(low, high, stabilizer: float = 1e-6):
         s = g.op("Div", ctx.ct, stabilize(ctx, z, stabilizer))
         r = g.op("Sub", g.op("Sub", g.op("Mul", x, layer.adjoint(s, w)), g.op("Mul", lo, layer.adjoint(s, layer.pos(w)))),
                  g.op("Mul", hi, layer.adjoint(s, layer.neg(w))))
-        return _result(ctx, r)
+        return [r]
 
     return rule
 
@@ -199,7 +195,7 @@ def _constant_input_rule(transform, keep_bias: bool, stabilizer: float):
         w = transform(layer.weight)
         b = transform(layer.bias) if keep_bias and layer.bias is not None else None
         s = g.op("Div", ctx.ct, stabilize(ctx, layer.forward(ones, w, b), stabilizer))
-        return _result(ctx, layer.adjoint(s, w))
+        return [layer.adjoint(s, w)]
 
     return rule
 
@@ -234,7 +230,7 @@ def _flat_conv(ctx, stabilizer):
     scaled = g.op("Div", g.op("ReduceSum", ctx.ct, g.ints([1], "axes"), keepdims=1),
                   g.const(stabilized.reshape(1, 1, *stabilized.shape).astype(weight.dtype), "flat_z", weight.dtype))
     one_channel = conv_adjoint(ctx, scaled, np.ones((1, 1, *weight.shape[2:]), weight.dtype))
-    return _result(ctx, g.op("Expand", one_channel, g.op("Shape", x)))
+    return [g.op("Expand", one_channel, g.op("Shape", x))]
 
 
 def wsquare_rule(stabilizer: float = 1e-6):

@@ -1,53 +1,41 @@
-"""Arithmetic with numpy broadcasting, and simple unary functions."""
+"""Arithmetic with numpy broadcasting, and simple unary functions, written over expressions:
+the rule machinery emits only the cotangents that are needed and undoes broadcasting."""
 
 from __future__ import annotations
 
 import math
 
-from onnxlens.graph_ops.backward.registry import vjp_rule
+from onnxlens.graph_ops.backward.registry import elementwise_rule, vjp_rule
 
 
-def _unbroadcast(ctx, ct, index):
-    return ctx.g.reduce_to_shape(ct, ctx.shape(ctx.outputs[0]), ctx.shape(ctx.inputs[index]))
+@elementwise_rule("Add", broadcasting=True)
+def add(ct, a, b):
+    return ct, ct
 
 
-@vjp_rule("Add")
-def add(ctx):
-    return [_unbroadcast(ctx, ctx.ct, i) if ctx.needs[i] else None for i in range(2)]
+@elementwise_rule("Sub", broadcasting=True)
+def sub(ct, a, b):
+    return ct, -ct
 
 
-@vjp_rule("Sub")
-def sub(ctx):
-    g = ctx.g
-    return [_unbroadcast(ctx, ctx.ct, 0) if ctx.needs[0] else None,
-            _unbroadcast(ctx, g.op("Neg", ctx.ct), 1) if ctx.needs[1] else None]
+@elementwise_rule("Mul", broadcasting=True)
+def mul(ct, a, b):
+    return ct * b, ct * a
 
 
-@vjp_rule("Mul")
-def mul(ctx):
-    g, (a, b) = ctx.g, ctx.inputs
-    return [_unbroadcast(ctx, g.op("Mul", ctx.ct, b), 0) if ctx.needs[0] else None,
-            _unbroadcast(ctx, g.op("Mul", ctx.ct, a), 1) if ctx.needs[1] else None]
+@elementwise_rule("Div", broadcasting=True)
+def div(ct, a, b, y):
+    return ct / b, -((ct * y) / b)  # d(a/b)/db = -y/b
 
 
-@vjp_rule("Div")
-def div(ctx):
-    g, b = ctx.g, ctx.inputs[1]
-    da = _unbroadcast(ctx, g.op("Div", ctx.ct, b), 0) if ctx.needs[0] else None
-    db = None
-    if ctx.needs[1]:  # d(a/b)/db = -y/b
-        db = _unbroadcast(ctx, g.op("Neg", g.op("Div", g.op("Mul", ctx.ct, ctx.outputs[0]), b)), 1)
-    return [da, db]
+@elementwise_rule("Sum", broadcasting=True)
+def sum_(ct, *terms):
+    return (ct,) * len(terms)
 
 
-@vjp_rule("Sum")
-def sum_(ctx):
-    return [_unbroadcast(ctx, ctx.ct, i) if need else None for i, need in enumerate(ctx.needs)]
-
-
-@vjp_rule("Identity", "Dropout")
-def identity(ctx):
-    return [ctx.ct]
+@elementwise_rule("Identity", "Dropout")
+def identity(ct, x, *_):
+    return (ct,)
 
 
 @vjp_rule("Cast")
@@ -55,86 +43,68 @@ def cast(ctx):
     return [ctx.g.op("Cast", ctx.ct, to=ctx.elem_type(ctx.inputs[0]))]
 
 
-@vjp_rule("Neg")
-def neg(ctx):
-    return [ctx.g.op("Neg", ctx.ct)]
+@elementwise_rule("Neg")
+def neg(ct, x):
+    return (-ct,)
 
 
-@vjp_rule("Abs")
-def abs_(ctx):
-    return [ctx.g.op("Mul", ctx.ct, ctx.g.op("Sign", ctx.inputs[0]))]  # sign(0) = 0, as torch
+@elementwise_rule("Abs")
+def abs_(ct, x):
+    return (ct * x.apply("Sign"),)  # sign(0) = 0, as torch
 
 
-@vjp_rule("Exp")
-def exp(ctx):
-    return [ctx.g.op("Mul", ctx.ct, ctx.outputs[0])]
+@elementwise_rule("Exp")
+def exp(ct, x, y):
+    return (ct * y,)
 
 
-@vjp_rule("Log")
-def log(ctx):
-    return [ctx.g.op("Div", ctx.ct, ctx.inputs[0])]
+@elementwise_rule("Log")
+def log(ct, x):
+    return (ct / x,)
 
 
-@vjp_rule("Sqrt")
-def sqrt(ctx):
-    g = ctx.g
-    return [g.op("Div", g.op("Mul", ctx.ct, g.const(0.5)), ctx.outputs[0])]
+@elementwise_rule("Sqrt")
+def sqrt(ct, x, y):
+    return ((ct * 0.5) / y,)
 
 
-@vjp_rule("Reciprocal")
-def reciprocal(ctx):
-    g, y = ctx.g, ctx.outputs[0]
-    return [g.op("Neg", g.op("Mul", ctx.ct, g.op("Mul", y, y)))]
+@elementwise_rule("Reciprocal")
+def reciprocal(ct, x, y):
+    return (-(ct * (y * y)),)
 
 
-@vjp_rule("Sin")
-def sin(ctx):
-    return [ctx.g.op("Mul", ctx.ct, ctx.g.op("Cos", ctx.inputs[0]))]
+@elementwise_rule("Sin")
+def sin(ct, x):
+    return (ct * x.apply("Cos"),)
 
 
-@vjp_rule("Cos")
-def cos(ctx):
-    return [ctx.g.op("Neg", ctx.g.op("Mul", ctx.ct, ctx.g.op("Sin", ctx.inputs[0])))]
+@elementwise_rule("Cos")
+def cos(ct, x):
+    return (-(ct * x.apply("Sin")),)
 
 
-@vjp_rule("Erf")
-def erf(ctx):
-    g, x = ctx.g, ctx.inputs[0]
-    slope = g.op("Mul", g.const(2 / math.sqrt(math.pi)), g.op("Exp", g.op("Neg", g.op("Mul", x, x))))
-    return [g.op("Mul", ctx.ct, slope)]
+@elementwise_rule("Erf")
+def erf(ct, x):
+    return (ct * (2 / math.sqrt(math.pi) * (-(x * x)).apply("Exp")),)
 
 
-@vjp_rule("Pow")
-def pow_(ctx):
-    g, x = ctx.g, ctx.inputs[0]
-    dx = dp = None
-    if ctx.needs[0]:  # p · x^(p-1)
-        exponent = ctx.require_const(1, "the exponent")
-        slope = g.op("Mul", g.const(exponent), g.op("Pow", x, g.const(exponent - 1)))
-        dx = _unbroadcast(ctx, g.op("Mul", ctx.ct, slope), 0)
-    if ctx.needs[1]:  # y · ln x
-        dp = _unbroadcast(ctx, g.op("Mul", ctx.ct, g.op("Mul", ctx.outputs[0], g.op("Log", x))), 1)
-    return [dx, dp]
+@elementwise_rule("Pow", broadcasting=True)
+def pow_(ct, x, p, y, ctx):
+    exponent = ctx.require_const(1, "the exponent") if ctx.needs[0] else None
+    dx = None if exponent is None else ct * (x.apply("Pow", ctx.g.const(exponent - 1)) * ctx.g.const(exponent))
+    return dx, ct * (y * x.apply("Log"))  # p · x^(p-1); y · ln x
 
 
-@vjp_rule("Min", "Max")
-def min_max(ctx):
+@elementwise_rule("Min", "Max", broadcasting=True)
+def min_max(ct, a, b, ctx):
     """The winner takes the cotangent; an exact tie splits it in half (as torch.maximum)."""
     if len(ctx.inputs) != 2:
         ctx.unsupported("only two inputs are differentiated")
-    g, (a, b) = ctx.g, ctx.inputs
-    wins = g.op("Greater" if ctx.node.op_type == "Max" else "Less", a, b)
-    ties = g.op("Cast", g.op("Equal", a, b), to=g.float_type)
-    share_a = g.op("Add", g.op("Cast", wins, to=g.float_type), g.op("Mul", ties, g.const(0.5)))
-    da = g.op("Mul", ctx.ct, share_a)
-    db = g.op("Mul", ctx.ct, g.op("Sub", g.const(1.0), share_a))
-    return [_unbroadcast(ctx, da, 0) if ctx.needs[0] else None, _unbroadcast(ctx, db, 1) if ctx.needs[1] else None]
+    wins = a.apply("Greater" if ctx.node.op_type == "Max" else "Less", b).as_float()
+    share_a = wins + a.apply("Equal", b).as_float() * 0.5
+    return ct * share_a, ct * (1.0 - share_a)
 
 
-@vjp_rule("Where")
-def where(ctx):
-    g, (cond, _, _) = ctx.g, ctx.inputs
-    zero = g.const(0.0)
-    dx = _unbroadcast(ctx, g.op("Where", cond, ctx.ct, zero), 1) if ctx.needs[1] else None
-    dy = _unbroadcast(ctx, g.op("Where", cond, zero, ctx.ct), 2) if ctx.needs[2] else None
-    return [None, dx, dy]
+@elementwise_rule("Where", broadcasting=True)
+def where(ct, condition, a, b):
+    return None, condition.where(ct, 0.0), condition.where(0.0, ct)

@@ -39,7 +39,7 @@ def resize(ctx):
         mapped = g.op("Resize", *resize_inputs, **attrs)  # [i, …, o, …] = weight of input i in output o
         matrix = g.reshape(mapped, (int(n_in), int(n_out)))
         ct = g.along_axis(ct, g.op("Transpose", matrix, perm=[1, 0]), axis, rank)
-    return [ct] + [None] * (len(ctx.inputs) - 1)
+    return [ct]
 
 
 def _scale(ctx, axis, rank):

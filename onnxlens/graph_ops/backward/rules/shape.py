@@ -10,7 +10,7 @@ from onnxlens.graph_ops.backward.registry import vjp_rule
 
 @vjp_rule("Flatten", "Reshape", "Squeeze", "Unsqueeze")
 def reshape(ctx):
-    return [ctx.g.reshape_like(ctx.ct, ctx.inputs[0])] + [None] * (len(ctx.inputs) - 1)
+    return [ctx.g.reshape_like(ctx.ct, ctx.inputs[0])]
 
 
 @vjp_rule("Transpose")
@@ -82,7 +82,7 @@ def slice_(ctx):
         ct = g.along_axis(ct, _selection_matrix(picked, size), axis, rank)
     if any(begin) or any(end_pad):
         ct = g.op("Pad", ct, g.ints(begin + end_pad, "pads"), mode="constant")
-    return [ct] + [None] * (len(ctx.inputs) - 1)
+    return [ct]
 
 
 #: entries of the dense selection matrix a Gather adjoint may build
@@ -139,7 +139,7 @@ def pad(ctx):
         size, n_out = int(shape[axis]), int(out_shape[axis])
         source = _pad_source(n_out, size, before, mode)
         ct = g.along_axis(ct, _selection_matrix(source, size), axis, rank)
-    return [ct] + [None] * (len(ctx.inputs) - 1)
+    return [ct]
 
 
 @vjp_rule("Tile")
