@@ -9,16 +9,7 @@ import numpy as np
 from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, displayable, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
-from onnxlens.methods.scoring import class_score, pixel_mask, substrate
-
-
-def _scores(engine, make, count: int, target: int, score: str) -> np.ndarray:
-    """Scores of class ``target`` on ``count`` perturbed copies of one input, ``make(slice)``
-    giving the copies of that slice, scored a few session batches at a time (bounded memory)."""
-    step = 4 * engine.batch_size
-    out = [class_score(engine, make(slice(s, min(s + step, count))), np.full(min(step, count - s), target), score)
-           for s in range(0, count, step)]
-    return np.concatenate(out)
+from onnxlens.methods.scoring import class_score, pixel_mask, scores_of_copies, substrate
 
 
 @method("occlusion")
@@ -43,8 +34,8 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
         return pixel_mask(engine, masks)
 
     clean = class_score(engine, x, target, score)
-    drops = np.stack([clean[i] - _scores(engine, lambda s: np.where(windows(s), np.float32(fill), x[i]), len(corners),
-                                         target[i], score) for i in range(len(x))])
+    drops = np.stack([clean[i] - scores_of_copies(engine, lambda s: np.where(windows(s), np.float32(fill), x[i]),
+                                                  len(corners), target[i], score) for i in range(len(x))])
     total, counts = np.zeros((len(x), h, w)), np.zeros((h, w))
     for k, (r, c) in enumerate(corners):
         total[:, r:r + window, c:c + window] += drops[:, k, None, None]
@@ -99,8 +90,8 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
         m = _rise_masks(rng, min(chunk, masks - start), cells, p, size)
         kept = pixel_mask(engine, m)
         for i in range(len(x)):
-            s = _scores(engine, lambda sl: (background[i] + (x[i] - background[i]) * kept[sl]).astype(np.float32),
-                        len(m), target[i], score)
+            s = scores_of_copies(engine, lambda sl: (background[i] + (x[i] - background[i]) * kept[sl]).astype(
+                np.float32), len(m), target[i], score)
             saliency[i] += np.tensordot(s, m, axes=(0, 0))
     saliency /= masks * p
     return Explanation(spread_over_channels(saliency, x, engine.channel_axis), saliency, target,
@@ -173,7 +164,7 @@ def lime(engine, x, target, *, segments: str = "slic", n_segments: int = 50, com
             off = pixel_mask(engine, patterns[sl][:, labels] == 0)  # per copy: pixels of switched-off segments
             return np.where(off, hidden, row).astype(np.float32)
 
-        y = _scores(engine, make, samples, target[i], score)
+        y = scores_of_copies(engine, make, samples, target[i], score)
         norms = np.linalg.norm(patterns, axis=1)
         similarity = np.divide(patterns.sum(axis=1), norms * np.sqrt(k), out=np.zeros(samples), where=norms > 0)
         kernel = np.sqrt(np.exp(-((1 - similarity) ** 2) / kernel_width ** 2))

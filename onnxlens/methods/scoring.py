@@ -3,7 +3,7 @@ graph — what black-box methods (occlusion, RISE, LIME) and perturbation metric
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from scipy import ndimage
@@ -30,18 +30,44 @@ def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probabi
     return values[np.arange(len(x)), target].astype(np.float64)
 
 
+def scores_in_batches(engine, pieces: Iterable[tuple[np.ndarray, np.ndarray]], score: str = "probability"
+                      ) -> np.ndarray:
+    """Class scores of every row of ``pieces`` — (copies, the class each copy is scored for) —
+    in order, the pieces gathered into session runs of about four engine batches: the one
+    batched scorer of perturbation methods and metrics (memory stays that of those runs when
+    ``pieces`` is a generator)."""
+    out, rows, targets = [], [], []
+    for copies, target in pieces:
+        rows.append(copies)
+        targets.append(target)
+        if sum(map(len, rows)) >= 4 * engine.batch_size:
+            out.append(class_score(engine, np.concatenate(rows), np.concatenate(targets), score))
+            rows, targets = [], []
+    if rows:
+        out.append(class_score(engine, np.concatenate(rows), np.concatenate(targets), score))
+    return np.concatenate(out)
+
+
 def scores_of_variants(engine, count: int, variants: Callable[[int], np.ndarray], target: np.ndarray,
                        score: str = "probability") -> np.ndarray:
     """(count, K) scores: ``variants(i)`` gives K perturbed copies of input i, all scored for
     ``target[i]``; copies of several inputs share session runs."""
-    out, rows, row_targets = [], [], []
-    for i in range(count):
-        rows.append(variants(i))
-        row_targets.append(np.full(len(rows[-1]), target[i]))
-        if sum(map(len, rows)) >= 4 * engine.batch_size or i == count - 1:
-            out.append(class_score(engine, np.concatenate(rows), np.concatenate(row_targets), score))
-            rows, row_targets = [], []
-    return np.concatenate(out).reshape(count, -1)
+
+    def pieces():
+        for i in range(count):
+            copies = variants(i)
+            yield copies, np.full(len(copies), target[i])
+
+    return scores_in_batches(engine, pieces(), score).reshape(count, -1)
+
+
+def scores_of_copies(engine, make: Callable[[slice], np.ndarray], count: int, target: int,
+                     score: str = "probability") -> np.ndarray:
+    """Scores of class ``target`` on ``count`` perturbed copies of one input, ``make(slice)``
+    giving the copies of that slice, built a few session batches at a time (bounded memory)."""
+    step = 4 * engine.batch_size
+    return scores_in_batches(engine, ((make(slice(s, min(s + step, count))), np.full(min(step, count - s), target))
+                                      for s in range(0, count, step)), score)
 
 
 def pixel_mask(engine, mask: np.ndarray) -> np.ndarray:
