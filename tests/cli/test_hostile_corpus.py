@@ -9,13 +9,13 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 import hostile_corpus
 
-RUNNER = Path(__file__).with_name("hostile_corpus.py")
+RUNNER = ROOT / "tests" / "hostile_corpus.py"
 
 
 def _keeps_every_promise(tmp_path, cases: int, seed: int):

@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-MODEL = Path(__file__).resolve().parent.parent / "models" / "digits_cnn.onnx"
+from conftest import MODELS
+
+MODEL = MODELS / "digits_cnn.onnx"
 
 
 def test_cli_writes_nothing_into_home(tmp_path):

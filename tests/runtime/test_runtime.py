@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from builders import conv_classifier, f32
+from conftest import ROOT
 from onnxlens import errors
 from onnxlens.runtime import CompiledGraphCache, SessionConfig, create_session, cuda_available, transform_key
 
@@ -56,7 +57,7 @@ def test_auto_on_cpu_machine_is_quiet():
             "import numpy as np; s = create_session(conv_classifier());"
             "s.run({'x': np.zeros((1, 3, 8, 8), np.float32)}); print(s.provider)")
     result = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
-                            cwd=__import__("pathlib").Path(__file__).parent)
+                            cwd=ROOT / "tests")
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip() in ("CPUExecutionProvider", "CUDAExecutionProvider")
