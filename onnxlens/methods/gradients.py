@@ -11,7 +11,7 @@ from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RULES
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info, target_scores
-from onnxlens.methods.scoring import blurred
+from onnxlens.methods.scoring import blurred, copy_chunks
 
 
 def _input_grad(engine, x, target, rules=None, score="logit"):
@@ -118,13 +118,12 @@ def integrated_gradients(engine, x, target, *, steps: int = 50, quadrature_rule:
     n = len(x)
     seed_rows = engine.one_hot(target, score)
     total = np.zeros_like(x, dtype=np.float64)
-    chunk = max(1, engine.batch_size // n)
-    for k in range(0, steps, chunk):
-        a = alphas[k:k + chunk].astype(np.float32)
+    for chunk in copy_chunks(engine, n, steps):
+        a = alphas[chunk].astype(np.float32)
         points = (base[None] + a.reshape(-1, *[1] * x.ndim) * delta[None]).reshape(-1, *x.shape[1:])
         result = engine.vjp(points, np.tile(seed_rows, (len(a), 1)), score=score)
         grads = result.grads[engine.input_name].reshape(len(a), *x.shape)
-        total += np.tensordot(weights[k:k + chunk], grads.astype(np.float64), axes=1)
+        total += np.tensordot(weights[chunk], grads.astype(np.float64), axes=1)
     attribution = (delta * total).astype(np.float32)
     ends = engine.forward(np.concatenate([x, base]))[engine.score_name(score)]
     end_scores = target_scores(ends, np.tile(target, 2))
@@ -159,10 +158,9 @@ def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, sc
     # one engine batch whatever ``samples`` is; the sums are float64.
     total = np.zeros(x.shape, np.float64)
     squares = np.zeros(x.shape, np.float64)
-    chunk = max(1, engine.batch_size // len(x))
-    for start in range(0, samples, chunk):
-        count = min(chunk, samples - start)
-        part = (noise[start:start + count] if noise is not None
+    for chunk in copy_chunks(engine, len(x), samples):
+        count = chunk.stop - chunk.start
+        part = (noise[chunk] if noise is not None
                 else rng.standard_normal((count, *x.shape)).astype(np.float32) * span)
         noisy = (x[None] + part).reshape(-1, *x.shape[1:])
         inner = base_info.fn(engine, noisy, np.tile(target, count), score=score)

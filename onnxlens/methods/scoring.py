@@ -30,6 +30,14 @@ def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probabi
     return values[np.arange(len(x)), target].astype(np.float64)
 
 
+def copy_chunks(engine, rows: int, copies: int) -> list[slice]:
+    """``copies`` copies of a batch of ``rows`` inputs split into slices of as many copies as
+    fill one engine batch (at least one): how gradient methods over many copies (Integrated
+    Gradients' steps, SmoothGrad's samples) keep each run, and memory, to one batch."""
+    step = max(1, engine.batch_size // rows)
+    return [slice(s, min(s + step, copies)) for s in range(0, copies, step)]
+
+
 def scores_in_batches(engine, pieces: Iterable[tuple[np.ndarray, np.ndarray]], score: str = "probability"
                       ) -> np.ndarray:
     """Class scores of every row of ``pieces`` — (copies, the class each copy is scored for) —
