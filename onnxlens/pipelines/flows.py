@@ -13,8 +13,10 @@ imports Prefect."""
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import tempfile
 from contextlib import ExitStack
@@ -34,11 +36,14 @@ QUIET_PREFECT = {
 
 def quiet_prefect() -> None:
     """Apply :data:`QUIET_PREFECT` (and a throwaway PREFECT_HOME when no API is configured, so
-    the ephemeral database starts empty and never grows in the user's home)."""
+    the ephemeral database starts empty, never grows in the user's home, and goes when this
+    process exits)."""
     for key, value in QUIET_PREFECT.items():
         os.environ.setdefault(key, value)
     if "PREFECT_API_URL" not in os.environ and "PREFECT_HOME" not in os.environ:
-        os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="onnxlens-prefect-")
+        home = tempfile.mkdtemp(prefix="onnxlens-prefect-")
+        os.environ["PREFECT_HOME"] = home
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
 
 
 quiet_prefect()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,3 +141,4 @@ def prefect_api(ui: bool = False, timeout: float = 120.0) -> Iterator[str]:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+        shutil.rmtree(home, ignore_errors=True)

@@ -28,3 +28,20 @@ def test_cli_writes_nothing_into_home(tmp_path):
         assert run.returncode == 0, run.stderr
     written = {p.relative_to(home).as_posix() for p in home.rglob("*")}
     assert written <= {".config", ".config/matplotlib", ".cache", ".cache/matplotlib"}, written
+
+
+def test_the_throwaway_prefect_home_goes_with_the_process(tmp_path):
+    """Without an API or a PREFECT_HOME, flows use a temporary Prefect home (an empty
+    database each time); it is removed when the process exits, after a flow has run in it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_HOME", "PREFECT_API_URL")}
+    data = tmp_path / "x.npy"
+    np.save(data, np.load(MODEL.parent / "samples" / "digits" / "test.npz")["x"][:2])
+    code = ("import os, sys; from onnxlens.pipelines import flows; print(os.environ['PREFECT_HOME']); "
+            "flows.audit_flow({'model': sys.argv[1], 'dataset': {'path': sys.argv[2]}, 'methods': ['gradient'], "
+            "'metrics': ['sparseness'], 'output': sys.argv[3], 'formats': ['html']})")
+    run = subprocess.run([sys.executable, "-c", code, str(MODEL), str(data), str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    home = run.stdout.strip().splitlines()[0]
+    assert "onnxlens-prefect-" in home and not os.path.exists(home)
+    assert (tmp_path / "run" / "results.json").exists()
