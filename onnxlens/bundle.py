@@ -270,6 +270,7 @@ class MethodFindings(_Closed):
     faithfulness: Finding
     sanity: Finding
     localization: Finding
+    reliability: Finding  #: flagged when the method warned about its own result
 
 
 class Findings(_Closed):

@@ -76,6 +76,9 @@ def audit(
     for note in results["provenance"]["notes"]:
         if note.startswith("report.pdf not written"):
             typer.echo(f"warning: {note}", err=True)
+    for finding in results["findings"]["methods"]:
+        if finding["reliability"]["status"] == "flag":
+            typer.echo(f"warning: {one_line(finding['method'])}: {one_line(finding['reliability']['text'])}", err=True)
     documents = [name for name in ("report.html", "report.pdf") if (Path(config.output) / name).exists()]
     typer.echo(f"wrote {config.output}/" + ", ".join(["results.json", "verdict.json", *documents]))
     if not verdict["passed"]:

@@ -112,13 +112,24 @@ def _localization(metrics: dict, label: str, masks_mark: str) -> dict:
     return {"status": "none", "text": "no localization metric in this run"}
 
 
-def findings(metrics: dict, labels: Sequence[str], masks_mark: str = "object") -> dict:
+def findings(metrics: dict, labels: Sequence[str], masks_mark: str = "object",
+             warnings: dict[str, list[str]] | None = None) -> dict:
     """What ``metrics`` (merged metric results) say about each explained method in ``labels``,
-    with the limits that decided it: the bundle's ``findings``."""
+    and whether its explanations came with warnings (``warnings``: label → lines, e.g.
+    relevance that is not conserved, a saturated quantizer), with the limits that decided it:
+    the bundle's ``findings``."""
     return {"sanity_limit": SANITY_LIMIT, "random_logit_limit": RANDOM_LOGIT_LIMIT, "masks_mark": masks_mark,
             "methods": [{"method": label, "faithfulness": _faithfulness(metrics, label),
-                         "sanity": _sanity(metrics, label), "localization": _localization(metrics, label, masks_mark)}
+                         "sanity": _sanity(metrics, label), "localization": _localization(metrics, label, masks_mark),
+                         "reliability": _reliability((warnings or {}).get(label, []))}
                         for label in labels]}
+
+
+def _reliability(warnings: list[str]) -> dict:
+    if not warnings:
+        return {"status": "pass", "text": "no warning from the method"}
+    more = f" (and {len(warnings) - 2} more)" if len(warnings) > 2 else ""
+    return {"status": "flag", "text": "unreliable: " + "; ".join(warnings[:2]) + more}
 
 
 def _decided(checks: list[dict], **rest) -> dict:

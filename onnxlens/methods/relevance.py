@@ -11,7 +11,7 @@ from onnxlens.methods.gradients import sum_over_channels
 from onnxlens.methods.registry import MethodError, method, target_scores
 
 
-def _relevance(engine, x, target, preset, layer, score, **rule_params):
+def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     try:
         rules = composite(preset, **rule_params)
     except ValueError as exc:
@@ -31,32 +31,50 @@ def _relevance(engine, x, target, preset, layer, score, **rule_params):
     gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - values)}
     gaps.update({name: np.abs(total * values - values) for name, total in result.totals.items()})
     layer_map = relevance[layer].sum(axis=1) if layer is not None else None
+    total = attribution.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
+    ratio = total / np.where(values == 0, np.nan, values)
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",
                        params={"rules": rules.name}, layer_map=layer_map,
-                       diagnostics={"conservation_gap": gaps})
+                       diagnostics={"conservation_gap": gaps, "relevance_ratio": ratio},
+                       warnings=unconserved(total, values, max_gap))
+
+
+def unconserved(total: np.ndarray, values: np.ndarray, max_gap: float) -> list[str]:
+    """One line when relevance is not conserved: |Σ input relevance − score| above ``max_gap``
+    times the batch's mean |score| on some rows (measured against the mean, a row whose own
+    score is near zero is not judged by a ratio that its bias terms alone can swing)."""
+    gap = np.abs(total - values) / max(float(np.mean(np.abs(values))), 1e-12)
+    off = ~(gap <= max_gap)  # NaN counts as off
+    if not off.any():
+        return []
+    worst = np.nan_to_num(gap[off], nan=np.inf).max()
+    return [f"relevance is not conserved for {int(off.sum())} of {len(gap)} input(s): |Σ relevance − score| is up "
+            f"to {worst:.3g}× the mean |score| (allowed: {max_gap:g}, --param max_gap); these maps do not "
+            "decompose the score"]
 
 
 @method("lrp")
 def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float = 1e-6, gamma: float = 0.25,
         alpha: float = 2.0, beta: float = 1.0, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
-        layer: str | None = None, score: str = "logit") -> Explanation:
+        layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
     """Layer-wise relevance propagation with a Zennit composite (``preset``: one of
     epsilon, epsilon_plus, epsilon_plus_flat, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat,
     epsilon_gamma_box, deep_taylor). The output relevance is the explained score; attribution =
     input relevance, heatmap = its sum over channels; ``layer`` adds that tensor's relevance
     (summed over channels) as ``layer_map``; ``diagnostics['conservation_gap']`` gives
-    |Σ relevance − score| at the input and at every candidate layer."""
+    |Σ relevance − score| at the input and at every candidate layer, ``relevance_ratio`` Σ input
+    relevance / score; |Σ relevance − score| above ``max_gap`` × the mean |score| adds a warning."""
     if preset not in PRESETS:
         raise MethodError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return _relevance(engine, x, target, preset, layer, score, epsilon=epsilon, gamma=gamma, alpha=alpha,
+    return _relevance(engine, x, target, preset, layer, score, max_gap, epsilon=epsilon, gamma=gamma, alpha=alpha,
                       beta=beta, low=low, high=high, stabilizer=stabilizer)
 
 
 @method("deep_taylor")
 def deep_taylor(engine, x, target, *, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
-                layer: str | None = None, score: str = "logit") -> Explanation:
+                layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
     """Deep Taylor decomposition (Montavon et al., 2017, Pattern Recognit. 65:211–222): z⁺ in
     hidden layers, z^B with bounds ``low``/``high`` at the input."""
-    e = _relevance(engine, x, target, "deep_taylor", layer, score, low=low, high=high, stabilizer=stabilizer)
+    e = _relevance(engine, x, target, "deep_taylor", layer, score, max_gap, low=low, high=high, stabilizer=stabilizer)
     e.method = "deep_taylor"
     return e

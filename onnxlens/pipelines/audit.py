@@ -45,7 +45,8 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
                        "processes": sorted({e["process"] for e in task_log if "process" in e}), "notes": notes},
         "timings": _timings(task_log, merged),
         "verdict": verdict(config.thresholds, labels, metrics, len(failed)),
-        "findings": findings(metrics, list(merged.get("explanations", {})), config.dataset.masks_mark),
+        "findings": findings(metrics, list(merged.get("explanations", {})), config.dataset.masks_mark,
+                             _warnings(task_log)),
     }
     if config.compare is not None:
         parts["drift"] = drift(metrics, parts["model"]["sha256"], config.compare)
@@ -67,6 +68,15 @@ def aggregate(plan_: RunPlan, task_log: list[dict]) -> dict:
         results["provenance"]["notes"].append(f"report.pdf not written: {exc}")
         write_json(run / "results.json", results)
     return results
+
+
+def _warnings(task_log: list[dict]) -> dict[str, list[str]]:
+    """Per method label, the warnings its explanations gave, batch by batch ("batch N: …")."""
+    out: dict[str, list[str]] = {}
+    for entry in task_log:
+        for warning in entry.get("warnings", []):
+            out.setdefault(entry["method"], []).append(f"batch {entry['batch']}: {warning}")
+    return out
 
 
 def _timings(task_log: list[dict], merged: dict) -> dict:

@@ -53,7 +53,8 @@ def explain_batch(plan_: RunPlan, index: int, label: str) -> dict:
     failed.update({batch.ok[row].id: why for row, why in failures.items()})
     order = [r for rows_, _ in parts for r in rows_]
     meta = {"failed": failed, "notes": notes, "seconds": time.perf_counter() - start, "rows": len(order),
-            "providers": explainer.engine.cache.providers()}
+            "providers": explainer.engine.cache.providers(),
+            "warnings": list(dict.fromkeys(w for _, e in parts for w in e.warnings))}
     arrays = Explanation.concatenate([e for _, e in parts]).to_arrays() if parts else {}
     write_atomic(path, npz_bytes(key=np.array(key), meta=np.array(json.dumps(jsonable(meta))),
                                  rows=np.asarray(order, np.int64), ids=np.asarray([batch.ok[r].id for r in order]),

@@ -161,3 +161,15 @@ def test_epsilon_rule_on_a_batched_matmul_by_hand():
     got = session.run(None, {"x": x, vjp.seeds["y"]: r})[names.index(vjp.grads["x"])]
     z = x @ w
     np.testing.assert_allclose(got, x * ((r / (z + 0.1 * np.where(z >= 0, 1, -1))) @ w.T), rtol=1e-4, atol=1e-6)
+
+
+def test_relevance_that_is_not_conserved_says_so(digits):
+    """LRP-ε on the digits model leaves |Σ relevance − score| above half the mean |score| on
+    some rows: one warning line, its ratio in the diagnostics; a wider max_gap accepts it."""
+    x = np.load(MODELS / "samples" / "digits" / "test.npz")["x"][:16]
+    loose = digits.explain(x, "lrp", preset="epsilon")
+    assert len(loose.warnings) == 1 and "relevance is not conserved for" in loose.warnings[0]
+    ratio = loose.diagnostics["relevance_ratio"]
+    np.testing.assert_allclose(ratio * loose.score, loose.attribution.reshape(16, -1).sum(axis=1), rtol=1e-4)
+    assert digits.explain(x, "lrp", preset="epsilon", max_gap=1e9).warnings == []
+    assert digits.explain(x, "lrp").warnings == []  # the default composite conserves it here

@@ -185,6 +185,28 @@ def test_findings_follow_their_stated_rules():
     assert b["localization"]["status"] == "pass"
     none = findings({}, ["a"])["methods"][0]
     assert {none[k]["status"] for k in ("faithfulness", "sanity", "localization")} == {"none"}
+    warned = findings({}, ["a", "b"], warnings={"a": ["batch 0: relevance is not conserved", "batch 1: x", "b2"]})
+    a, b = warned["methods"]
+    assert a["reliability"]["status"] == "flag" and "relevance is not conserved" in a["reliability"]["text"]
+    assert "(and 1 more)" in a["reliability"]["text"] and b["reliability"]["status"] == "pass"
+
+
+def test_a_method_that_warns_is_marked_unreliable(tmp_path, cli):
+    """LRP-ε does not conserve relevance on the shapes model: the explain step's warning reaches
+    the findings, the page and the command line."""
+    config = {"model": str(MODELS / "shapes_cnn.onnx"), "output": str(tmp_path / "run"), "baselines": False,
+              "dataset": {"path": str(MODELS / "samples" / "shapes" / "test.npz"), "limit": 8},
+              "methods": [{"name": "lrp", "label": "lrp_eps", "params": {"preset": "epsilon"}}, "gradient"],
+              "metrics": ["sparseness"], "batch_size": 4, "formats": ["html"], "gallery_size": 1}
+    (tmp_path / "audit.json").write_text(json.dumps(config))
+    result = cli("audit", tmp_path / "audit.json", "--runner", "direct")
+    assert result.returncode == 0, result.stderr
+    stored = load_bundle(tmp_path / "run")["findings"]["methods"]
+    lrp, gradient = (next(f for f in stored if f["method"] == m) for m in ("lrp_eps", "gradient"))
+    assert lrp["reliability"]["status"] == "flag" and "relevance is not conserved" in lrp["reliability"]["text"]
+    assert gradient["reliability"]["status"] == "pass"
+    assert "warning: lrp_eps: unreliable: batch 0: relevance is not conserved" in result.stderr
+    assert "unreliable: batch" in (tmp_path / "run" / "report.html").read_text()
 
 
 # --- as a person sees it -----------------------------------------------------------------------
