@@ -5,8 +5,8 @@ networks' conditioning sets the floor) — or, where the float64 gradient itself
 2e-6 relative change of the input (a LeakyReLU or max-pool decision within float32 rounding,
 which ONNX Runtime's blocked NCHWc convolutions may round the other way from torch: one such
 flip moves CSPDarknet-53's gradient by 1.7e-2), within twice that jump — and Grad-CAM and LRP
-run. A few run by default; the whole grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``:
-about 15 minutes on 2 cores."""
+run, LRP warning exactly where its relevance is not conserved. A few run by default; the whole
+grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``: about 15 minutes on 2 cores."""
 
 import os
 
@@ -33,6 +33,14 @@ KNOWN = {
                                         "gates (x·σ(x)): gates need their own relevance rule",
     ("efficientnet_b0", "dynamo"): "LRP relevance grows without bound through SiLU and squeeze-excitation gates",
 }
+#: where LRP's default composite does not conserve relevance (|Σ relevance − score| above half
+#: the mean |score| on these random-weight networks: 0.59× on ResNet-18, 1.1–1.4× on the
+#: ConvNeXts, 10³–10¹¹× on MobileNetV3, MobileViT and the transformers), so LRP warns — the
+#: warning is the expected result until modern blocks have their relevance rules
+UNCONSERVED = {"resnet18", "mobilenetv3_small_050", "mobilenetv4_conv_small", "densenet121", "cspdarknet53",
+               "ghostnet_050", "rexnet_100", "dpn68", "convnext_atto", "convnextv2_atto", "edgenext_xx_small",
+               "poolformer_s12", "mobilevit_xxs", "deit_tiny_patch16_224", "swin_tiny_patch4_window7_224",
+               "levit_128s"}
 
 
 def _cases():
@@ -106,4 +114,6 @@ def test_architecture(arch, exporter, tmp_path):
     assert _rel(e.attribution, reference) <= max(1e-4, 10 * floor, 2 * jump)
     for method in ("gradcam", "lrp"):
         e = explainer.explain(x, method)
-        assert np.isfinite(e.heatmap).all() and not e.warnings, (method, e.warnings)
+        warns = method == "lrp" and arch in UNCONSERVED
+        assert np.isfinite(e.heatmap).all() and bool(e.warnings) == warns, (method, e.warnings)
+        assert all(w.startswith("relevance is not conserved") for w in e.warnings), e.warnings
