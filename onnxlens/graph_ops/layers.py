@@ -13,8 +13,9 @@ def layer_candidates(model: onnx.ModelProto, input_name: str, score: str,
                      batch: int | str | None = None) -> list[tuple[str, tuple]]:
     """4-D float tensors with spatial size > 1 and one row per input (axis 0 the input's batch,
     not, say, patches folded into it) on a path from the input to ``score``, in data-flow
-    (topological) order, with their measured shapes. The default layer of a CAM method is the
-    last one: the deepest feature map before pooling. ``batch``: the size of axis 0 in the
+    (topological) order, with their measured shapes; a pooled vector laid out channels-last as
+    [N, 1, 1, C] (ConvNeXt's head before its LayerNorm) is no feature map. The default layer of
+    a CAM method is the last one: the deepest feature map before pooling. ``batch``: the size of axis 0 in the
     measured shapes, if not the one the input declares (a graph fed one row at a time)."""
     graph = model.graph
     if batch is None:
@@ -42,6 +43,6 @@ def layer_candidates(model: onnx.ModelProto, input_name: str, score: str,
             dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
                          for d in vi.type.tensor_type.shape.dim)
             if (len(dims) == 4 and dims[0] == batch and all(isinstance(d, int) for d in dims[2:])
-                    and dims[2] * dims[3] > 1):
+                    and dims[2] * dims[3] > 1 and (dims[1] != 1 or dims[2] > 1)):
                 out.append((name, dims))
     return out

@@ -181,6 +181,31 @@ def test_cam_maps_shape_range_and_default_layer(method, shapes):
         assert e.layer_map.min() >= 0
 
 
+def test_a_pooled_vector_laid_out_channels_last_is_no_feature_map(tmp_path):
+    """ConvNeXt's head pools to [N, C, 1, 1] and transposes to [N, 1, 1, C] for its LayerNorm:
+    1×C is not a map, so the default CAM layer stays the last convolution's output."""
+    import onnx
+    from onnx import helper
+
+    from builders import make_model, vi
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["features"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["features"], ["relu"]),
+             helper.make_node("ReduceMean", ["relu"], ["pooled"], axes=[2, 3], keepdims=1),
+             helper.make_node("Transpose", ["pooled"], ["channels_last"], perm=[0, 2, 3, 1]),
+             helper.make_node("Flatten", ["channels_last"], ["flat"]),
+             helper.make_node("Gemm", ["flat", "fc"], ["logits"], transB=1)]
+    weights = [("w", rng.standard_normal((6, 3, 3, 3)).astype(np.float32)),
+               ("fc", rng.standard_normal((4, 6)).astype(np.float32))]
+    onnx.save(make_model(nodes, [vi("x", ["N", 3, 8, 8])], [vi("logits", ["N", 4])], weights, opset=17),
+              tmp_path / "m.onnx")
+    explainer = Explainer(tmp_path / "m.onnx", device="cpu")
+    assert [name for name, _ in explainer.engine.layers()] == ["features", "relu"]
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert explainer.explain(x, "gradcam").layer_map.shape == (2, 8, 8)
+
+
 def test_cam_equals_gradcam_times_positions_on_a_gap_linear_head(shapes):
     x = SHAPES["x"][:3]
     cam, grad = shapes.explain(x, "cam"), shapes.explain(x, "gradcam")
