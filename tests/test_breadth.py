@@ -5,8 +5,10 @@ networks' conditioning sets the floor) — or, where the float64 gradient itself
 2e-6 relative change of the input (a LeakyReLU or max-pool decision within float32 rounding,
 which ONNX Runtime's blocked NCHWc convolutions may round the other way from torch: one such
 flip moves CSPDarknet-53's gradient by 1.7e-2), within twice that jump — and Grad-CAM and LRP
-run, LRP warning exactly where its relevance is not conserved. A few run by default; the whole
-grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``: about 15 minutes on 2 cores."""
+run, LRP warning exactly where its relevance is not conserved, Grad-CAM's default layer giving
+a map that is not constant (channels-last stages and patch tokens read on their grid). A few
+run by default; the whole grid (the ``breadth`` marker) where ``ONNXLENS_BREADTH=1``: about 15
+minutes on 2 cores."""
 
 import os
 
@@ -117,3 +119,5 @@ def test_architecture(arch, exporter, tmp_path):
         warns = method == "lrp" and arch in UNCONSERVED
         assert np.isfinite(e.heatmap).all() and bool(e.warnings) == warns, (method, e.warnings)
         assert all(w.startswith("relevance is not conserved") for w in e.warnings), e.warnings
+        if method == "gradcam":  # a map over the image's grid that the score reaches, not a constant
+            assert e.layer_map.ndim == 3 and np.ptp(e.layer_map) > 0, e.params

@@ -30,9 +30,13 @@ def inspect(
         from onnxlens.runtime.engine import Engine
         from onnxlens.runtime.session import SessionConfig
 
-        candidates = Engine(imported, SessionConfig(device="cpu")).layers()
-        info["layers"] = [{"name": n, "shape": list(shape), "default": i == len(candidates) - 1}
-                          for i, (n, shape) in enumerate(candidates)]
+        from onnxlens.methods.feature_maps import default_layer
+
+        engine = Engine(imported, SessionConfig(device="cpu"))
+        candidates = engine.layers()
+        default = default_layer(engine) if candidates else None
+        info["layers"] = [{"name": c.name, "shape": list(c.shape), "layout": str(c.layout),
+                           "default": c.name == default} for c in candidates]
     if as_json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True, ensure_ascii=True))
     else:
@@ -101,11 +105,12 @@ def print_description(info: dict, console: Console) -> None:
     console.print(outputs)
 
     if "layers" in info:
-        table = Table(title="layers (for --layer; the last is the default)", title_justify="left")
-        for col in ("tensor", "shape", ""):
+        table = Table(title="layers (for --layer)", title_justify="left")
+        for col in ("tensor", "shape", "layout", ""):
             table.add_column(col)
         for layer in info["layers"]:
-            table.add_row(safe(layer["name"]), safe(_dims(layer["shape"])), "default" if layer["default"] else "")
+            table.add_row(safe(layer["name"]), safe(_dims(layer["shape"])), layer["layout"],
+                          "default" if layer["default"] else "")
         console.print(table)
 
     ops = Table(title="op types", title_justify="left")

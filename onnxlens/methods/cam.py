@@ -3,8 +3,9 @@ Eigen-Grad-CAM, Layer-CAM and FEM.
 
 Each returns ``layer_map`` (N×h×w at the layer's resolution, before upsampling, with the ReLU
 where the method has one and no normalization) and ``heatmap`` (upsampled bilinearly to the
-input size and scaled to [0, 1] per image). ``layer`` is any 4-D tensor name; by default the
-last 4-D tensor with spatial size > 1 on the path to the score (``onnxlens inspect --layers``).
+input size and scaled to [0, 1] per image). ``layer`` is any feature map: channels-first,
+channels-last or patch tokens (:mod:`onnxlens.methods.feature_maps`); by default the deepest
+one that reaches the score (``onnxlens inspect --layers``).
 The formulas follow pytorch-grad-cam (Grad-CAM++ weights, the Eigen-CAM projection, FEM's
 k-sigma rule) and Captum (Grad-CAM's channel means).
 """
@@ -17,32 +18,28 @@ from PIL import Image
 from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
 from onnxlens.graph_ops.index import graph_index
 from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.feature_maps import default_layer, layout_of
 from onnxlens.methods.registry import MethodError, method, target_scores
 from onnxlens.scaling import unit_scale
 
 
-def default_layer(engine) -> str:
-    candidates = engine.layers()
-    if not candidates:
-        raise MethodError("the model has no 4-D feature map with spatial size > 1 on the path to its score")
-    return candidates[-1][0]
-
-
 def _activations_and_grads(engine, x, target, layer, score):
-    layer = layer or default_layer(engine)
-    result = engine.vjp(x, engine.one_hot(target, score), wrt=[layer], score=score,
-                        tensors=[layer])
-    a, g = result.tensors[layer].astype(np.float64), result.grads[layer].astype(np.float64)
-    if a.ndim != 4:
-        raise MethodError(f"layer tensor has shape {a.shape}; CAM methods need a 4-D feature map (N, C, h, w)")
-    return layer, a, g, target_scores(result.scores, target)
+    """(layer, activations, gradients — both [N, C, h, w] — and target scores) from one run."""
+    layer = layer or default_layer(engine, x, target, score)
+    result = engine.vjp(x, engine.one_hot(target, score), wrt=[layer], score=score, tensors=[layer])
+    a = result.tensors[layer]
+    layout = layout_of(engine, layer, a, len(x))
+    return (layer, layout.channels_first(a).astype(np.float64),
+            layout.channels_first(result.grads[layer]).astype(np.float64), target_scores(result.scores, target))
 
 
 def _activations(engine, x, target, layer, score):
-    """(layer, its activations, target scores) from one forward run, for gradient-free maps."""
-    layer = layer or default_layer(engine)
+    """(layer, its activations as [N, C, h, w], target scores) from one forward run, for
+    gradient-free maps."""
+    layer = layer or default_layer(engine, x, target, score)
     out = engine.forward(x, [layer])
-    return layer, out[layer].astype(np.float64), target_scores(out[engine.score_name(score)], target)
+    a = layout_of(engine, layer, out[layer], len(x)).channels_first(out[layer])
+    return layer, a.astype(np.float64), target_scores(out[engine.score_name(score)], target)
 
 
 def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -51,7 +48,10 @@ def upsample(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(m.astype(np.float32)).resize((w, h), Image.BILINEAR)) for m in maps])
 
 
-def _finish(engine, x, target, values, name, layer, layer_map, attribution=None, params=None) -> Explanation:
+def layer_map_explanation(engine, x, target, values, name, layer, layer_map, attribution=None,
+                          params=None) -> Explanation:
+    """The explanation of a map at a layer's grid: heatmap = the map upsampled to the input and
+    scaled to [0, 1]; attribution = the heatmap on every channel unless given."""
     spatial = engine.spatial_size(x)
     heatmap = np.stack([unit_scale(m) for m in upsample(layer_map, spatial)]).astype(np.float32)
     if attribution is None:  # a CAM attributes to the input through its upsampled map, per channel alike
@@ -68,7 +68,8 @@ def _weighted(weights, a):
 def gradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Grad-CAM (Selvaraju et al., 2017, arXiv:1610.02391): ReLU(Σ_k mean_ij(∂y/∂A_k) · A_k)."""
     layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
-    return _finish(engine, x, target, values, "gradcam", layer, np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
+    return layer_map_explanation(engine, x, target, values, "gradcam", layer,
+                                 np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
 
 
 @method("gradcam_plus_plus")
@@ -80,14 +81,16 @@ def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, score: str
     alpha = g2 / (2 * g2 + a.sum(axis=(2, 3), keepdims=True) * g3 + 1e-6)
     alpha = np.where(g != 0, alpha, 0)
     weights = (np.maximum(g, 0) * alpha).sum(axis=(2, 3))
-    return _finish(engine, x, target, values, "gradcam_plus_plus", layer, np.maximum(_weighted(weights, a), 0))
+    return layer_map_explanation(engine, x, target, values, "gradcam_plus_plus", layer,
+                                 np.maximum(_weighted(weights, a), 0))
 
 
 @method("layercam")
 def layercam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Layer-CAM (Jiang et al., 2021, IEEE TIP 30): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
     layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
-    return _finish(engine, x, target, values, "layercam", layer, np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
+    return layer_map_explanation(engine, x, target, values, "layercam", layer,
+                                 np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
 
 
 def first_component_projection(maps: np.ndarray) -> np.ndarray:
@@ -107,14 +110,16 @@ def eigencam(engine, x, target, *, layer: str | None = None, score: str = "logit
     """Eigen-CAM (Muhammad & Yeasin, 2020, arXiv:2008.00299): the activations' first principal
     component, ReLU'd. Class-agnostic: ``target`` only labels the result."""
     layer, a, values = _activations(engine, x, target, layer, score)
-    return _finish(engine, x, target, values, "eigencam", layer, np.maximum(first_component_projection(a), 0))
+    return layer_map_explanation(engine, x, target, values, "eigencam", layer,
+                                 np.maximum(first_component_projection(a), 0))
 
 
 @method("eigengradcam")
 def eigengradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of gradient ⊙ activation."""
     layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
-    return _finish(engine, x, target, values, "eigengradcam", layer, np.maximum(first_component_projection(g * a), 0))
+    return layer_map_explanation(engine, x, target, values, "eigengradcam", layer,
+                                 np.maximum(first_component_projection(g * a), 0))
 
 
 @method("fem")
@@ -125,7 +130,8 @@ def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, score: s
     layer, a, values = _activations(engine, x, target, layer, score)
     threshold = a.mean(axis=(2, 3), keepdims=True) + k * a.std(axis=(2, 3), keepdims=True)
     weights = (a > threshold).mean(axis=(2, 3))
-    return _finish(engine, x, target, values, "fem", layer, np.maximum(_weighted(weights, a), 0), params={"k": k})
+    return layer_map_explanation(engine, x, target, values, "fem", layer,
+                                 np.maximum(_weighted(weights, a), 0), params={"k": k})
 
 
 @method("guided_gradcam")
@@ -156,13 +162,15 @@ def cam(engine, x, target, *, layer: str | None = None, score: str = "logit") ->
     """CAM (Zhou et al., 2016, arXiv:1512.04150): Σ_k w_k A_k with w the linear head's weights
     of the target class. Only for a layer that feeds global average pooling and then a linear
     head; no ReLU (the map is signed)."""
-    layer = layer or default_layer(engine)
+    layer = layer or default_layer(engine, x, target, score)
     pooled = gap_linear_head(engine, layer, engine.score_name(score))
     result = engine.vjp(x, engine.one_hot(target, score), wrt=[pooled], score=score,
                         tensors=[layer])
     weights = result.grads[pooled].reshape(len(x), -1).astype(np.float64)
-    a = result.tensors[layer].astype(np.float64)
-    return _finish(engine, x, target, target_scores(result.scores, target), "cam", layer, _weighted(weights, a))
+    a = result.tensors[layer]
+    a = layout_of(engine, layer, a, len(x)).channels_first(a).astype(np.float64)
+    return layer_map_explanation(engine, x, target, target_scores(result.scores, target), "cam", layer,
+                                 _weighted(weights, a))
 
 
 _POOLS = ("GlobalAveragePool", "ReduceMean")

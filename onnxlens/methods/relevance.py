@@ -7,6 +7,7 @@ import numpy as np
 
 from onnxlens.graph_ops.backward.relevance import PRESETS, composite
 from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.feature_maps import layout_of
 from onnxlens.methods.gradients import sum_over_channels
 from onnxlens.methods.registry import MethodError, method, target_scores
 
@@ -16,7 +17,7 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
         rules = composite(preset, **rule_params)
     except ValueError as exc:
         raise MethodError(str(exc)) from None
-    layers = [name for name, _ in engine.layers()]
+    layers = [c.name for c in engine.layers()]
     if layer is not None and layer not in layers:
         engine.require_tensor(layer)
         layers.append(layer)
@@ -30,7 +31,8 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     attribution = relevance[engine.input_name]
     gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - values)}
     gaps.update({name: np.abs(total * values - values) for name, total in result.totals.items()})
-    layer_map = relevance[layer].sum(axis=1) if layer is not None else None
+    layer_map = None if layer is None else layout_of(engine, layer, relevance[layer], len(x)).channels_first(
+        relevance[layer]).sum(axis=1)
     total = attribution.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
     ratio = total / np.where(values == 0, np.nan, values)
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",

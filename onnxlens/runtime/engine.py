@@ -15,7 +15,7 @@ from onnxlens.graph_ops.backward import (
     RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name, total_name,
 )
 from onnxlens.graph_ops.backward.rules.quantize import unclipped
-from onnxlens.graph_ops.layers import layer_candidates
+from onnxlens.graph_ops.layers import FeatureMap, layer_candidates
 from onnxlens.graph_ops.quantization import quantizers
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
@@ -244,12 +244,13 @@ class Engine:
         values = self.forward(x, [q.tensor for q in found])
         return {q.tensor: q.saturated(values[q.tensor]) for q in found}
 
-    def layers(self) -> list[tuple[str, tuple]]:
-        """Candidate layers for CAM-style methods, in data-flow order (the last is the default);
-        on a model with a symbolic image size, with the shapes at the probe size."""
+    def layers(self) -> list[FeatureMap]:
+        """Candidate layers for CAM-style methods, in data-flow order; on a model with a
+        symbolic image size, with the shapes at the probe size."""
         if has_symbolic_spatial(self.model):
             return self._for_row_shape(self.probe_row_shape).layers()
-        return layer_candidates(self.graph, self.spec.image_input.name, self.score_name(), self.model.fixed_batch)
+        return layer_candidates(self.graph, self.spec.image_input.name, self.score_name(), self.spatial_size(),
+                                self.model.fixed_batch)
 
     def require_tensor(self, name: str) -> None:
         """An error naming the candidates when ``name`` is not a tensor of the graph."""
@@ -259,7 +260,7 @@ class Engine:
             self._named = (self.graph, names)
         if name in names:
             return
-        listed = ", ".join(quote(n) for n, _ in self.layers()[-5:])
+        listed = ", ".join(quote(c.name) for c in self.layers()[-5:])
         raise InputShapeError(f"the model has no tensor {quote(name)}; layer candidates include {listed} "
                               "(onnxlens inspect MODEL --layers lists them all)")
 

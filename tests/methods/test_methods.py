@@ -174,7 +174,7 @@ def test_guided_backprop_and_deconvnet_differ_from_the_gradient(digits):
 def test_cam_maps_shape_range_and_default_layer(method, shapes):
     x = SHAPES["x"][:2]
     e = shapes.explain(x, method)
-    layer, shape = shapes.engine.layers()[-1]
+    layer, shape, _ = shapes.engine.layers()[-1]
     assert e.params["layer"] == layer and e.layer_map.shape == (2, *shape[2:])
     assert e.heatmap.min() >= 0 and e.heatmap.max() <= 1
     if method != "cam":  # CAM is signed; the others end in a ReLU
@@ -201,7 +201,7 @@ def test_a_pooled_vector_laid_out_channels_last_is_no_feature_map(tmp_path):
     onnx.save(make_model(nodes, [vi("x", ["N", 3, 8, 8])], [vi("logits", ["N", 4])], weights, opset=17),
               tmp_path / "m.onnx")
     explainer = Explainer(tmp_path / "m.onnx", device="cpu")
-    assert [name for name, _ in explainer.engine.layers()] == ["features", "relu"]
+    assert [c.name for c in explainer.engine.layers()] == ["features", "relu"]
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     assert explainer.explain(x, "gradcam").layer_map.shape == (2, 8, 8)
 
@@ -220,7 +220,7 @@ def test_cam_refuses_a_layer_without_gap_head(shapes):
 
 
 def test_explicit_layer_and_unknown_layer(shapes):
-    name, shape = shapes.engine.layers()[2]
+    name, shape, _ = shapes.engine.layers()[2]
     e = shapes.explain(SHAPES["x"][:1], "gradcam", layer=name)
     assert e.layer_map.shape == (1, *shape[2:])
     with pytest.raises(errors.InputShapeError, match="no tensor 'nope'; layer candidates include"):
@@ -243,6 +243,7 @@ def test_cli_cam_writes_layer_map(tmp_path, cli):
 def test_inspect_lists_layers(cli):
     info = json.loads(cli("inspect", MODELS / "digits_cnn.onnx", "--layers", "--json").stdout)
     assert info["layers"][-1]["default"] and info["layers"][-1]["shape"][1:] == [64, 8, 8]
+    assert info["layers"][-1]["layout"] == "channels-first 8×8"
     assert sum(layer["default"] for layer in info["layers"]) == 1
 
 

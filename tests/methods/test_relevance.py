@@ -66,7 +66,7 @@ def test_every_preset_runs_on_shipped_models(preset, which):
 def test_layer_relevance_and_deep_taylor():
     explainer = Explainer(MODELS / "digits_cnn.onnx", device="cpu")
     x = _data("digits")
-    layer, shape = explainer.engine.layers()[-1]
+    layer, shape, _ = explainer.engine.layers()[-1]
     e = explainer.explain(x, "lrp", layer=layer)
     assert e.layer_map.shape == (3, *shape[2:])
     dt = explainer.explain(x, "deep_taylor")

@@ -150,6 +150,6 @@ def test_cam_layers_of_a_dynamic_model_follow_the_input_size(dynamic_resnet, cli
 def test_cam_methods_on_a_graph_fed_one_row_at_a_time(save):
     explainer = Explainer(save(_pool_classifier("N", reshape_batch=1)), device="cpu")
     x = np.random.default_rng(6).random((2, 2, 6, 6), dtype=np.float32)
-    assert [name for name, _ in explainer.engine.layers()] == ["c", "r"]
+    assert [c.name for c in explainer.engine.layers()] == ["c", "r"]
     for method in ("gradcam", "layercam", "lrp"):
         assert np.isfinite(explainer.explain(x, method).heatmap).all()
