@@ -189,3 +189,19 @@ def layer_candidates(model: onnx.ModelProto, input_name: str, score: str, size: 
                 out.append(FeatureMap(name, dims, MapLayout("channels_first", dims[2:])))
     return out
 
+
+def attention_weights(model: onnx.ModelProto, input_name: str) -> list[str]:
+    """The attention weights of every block, in data-flow order: Softmax outputs inside
+    attention laid out [rows, heads, T, T] (rows: one per input, or windows folded into the
+    batch, as in Swin)."""
+    graph = model.graph
+    inside = attention_internals(graph, _data_dependent(graph, input_name))
+    infos = {vi.name: vi for vi in graph.value_info}
+    found = []
+    for node in graph.node:
+        name = node.output[0] if node.op_type == "Softmax" else None
+        if name in inside and name in infos:
+            dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in infos[name].type.tensor_type.shape.dim]
+            if len(dims) == 4 and dims[2] == dims[3]:
+                found.append(name)
+    return found
