@@ -11,14 +11,17 @@ from onnxlens import Explainer  # noqa: E402
 from onnxlens.graph_ops.backward.relevance import PRESETS  # noqa: E402
 from torch_models import calibrated, export  # noqa: E402
 from onnxlens.methods import METHODS  # noqa: E402
+from onnxlens.methods.registry import MethodError  # noqa: E402
 
 ZOO = {
     "resnet18": lambda: torchvision.models.resnet18(num_classes=6),
     "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(num_classes=6, width_mult=0.35),
     "squeezenet1_1": lambda: torchvision.models.squeezenet1_1(num_classes=6),
 }
+TRANSFORMER_ONLY = {"attention_rollout", "legrad"}  # a CNN has no attention weights: a clear refusal
 QUICK = {"integrated_gradients": {"steps": 4}, "smoothgrad": {"samples": 2}, "smoothgrad_squared": {"samples": 2},
-         "vargrad": {"samples": 2}}
+         "vargrad": {"samples": 2}, "meaningful_perturbation": {"iterations": 20}, "rise": {"masks": 200},
+         "lime": {"samples": 200}}
 
 
 @pytest.fixture(scope="module", params=list(ZOO))
@@ -34,6 +37,10 @@ def zoo_model(request, tmp_path_factory):
 def test_method_on_zoo_model(method, zoo_model):
     _, explainer = zoo_model
     x = np.random.default_rng(0).random((2, 3, 96, 96), dtype=np.float32)
+    if method in TRANSFORMER_ONLY:
+        with pytest.raises(MethodError, match="no attention weights"):
+            explainer.explain(x, method)
+        return
     e = explainer.explain(x, method, **QUICK.get(method, {}))
     assert e.attribution.shape == x.shape and e.heatmap.shape == (2, 96, 96)
     assert np.isfinite(e.attribution).all() and np.isfinite(e.heatmap).all()
