@@ -1,6 +1,6 @@
 """Reports: the versioned bundle and its schema, rendering from the bundle alone (no model, no
-dataset), the PDF's pages, escaping of hostile model strings, the summary's rules, and — marked
-slow — the pages as a person sees them, in headless Chromium and through pdftoppm."""
+dataset), the PDF's pages, escaping of hostile model strings, the summary's rules, and the pages
+as a person sees them, in headless Chromium and through pdftoppm."""
 
 import json
 import os
@@ -237,7 +237,6 @@ def _chromium(*args, timeout=120):
                           timeout=timeout)
 
 
-@pytest.mark.slow
 def test_pages_render_for_a_person(finished, tmp_path):
     from PIL import Image
 
