@@ -17,7 +17,7 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
         rules = composite(preset, **rule_params)
     except ValueError as exc:
         raise MethodError(str(exc)) from None
-    layers = [c.name for c in engine.layers()]
+    layers = [c.name for c in engine.layers() if c.layout.batch_axis == 0]  # totals are row sums of batch-first maps
     if layer is not None and layer not in layers:
         engine.require_tensor(layer)
         layers.append(layer)

@@ -142,7 +142,8 @@ def test_dense_layer_as_matmul_plus_add_gets_the_gemm_rules(preset):
 
 def test_epsilon_rule_on_a_batched_matmul_by_hand():
     """A MatMul over a rank-3 tensor stays MatMul (no Gemm form); its bias Add passes relevance
-    on, so R_in = x ⊙ (R / (xW + ε·sign(xW))) Wᵀ."""
+    on and the MatMul takes the bias into z as Gemm does: R_in = x ⊙ (R / (z + ε·sign(z))) Wᵀ,
+    z = xW + b."""
     from onnx import helper as h
 
     from builders import make_model, vi
@@ -159,7 +160,7 @@ def test_epsilon_rule_on_a_batched_matmul_by_hand():
     session = _session(vjp.model)
     names = [o.name for o in session.get_outputs()]
     got = session.run(None, {"x": x, vjp.seeds["y"]: r})[names.index(vjp.grads["x"])]
-    z = x @ w
+    z = x @ w + b
     np.testing.assert_allclose(got, x * ((r / (z + 0.1 * np.where(z >= 0, 1, -1))) @ w.T), rtol=1e-4, atol=1e-6)
 
 

@@ -13,6 +13,8 @@ is the relevance R; a rule maps the relevance of a layer's output to that of its
 - flat, w² (Lapuschkin et al., 2019; Montavon et al., 2017): ones (or W²) as weights, inputs ones.
 - norm: the ε rule without parameters, for residual sums and average pools; pass: activations
   and BatchNorm hand relevance on unchanged.
+- layer_norm: LayerNormalization with its scale held constant (:func:`layer_norm_rule`).
+- product: gates and normalizations written as Mul, Div and Sub (:func:`product_rule`).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from onnxlens.graph_ops.backward.rules.linear import conv_adjoint, gemm_adjoint
 
 #: Ops whose relevance passes unchanged (Zennit's Activation and BatchNorm types).
 PASS_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tanh", "Softplus", "Clip",
-            "HardSigmoid", "HardSwish", "Softmax", "LogSoftmax", "BatchNormalization")
+            "HardSigmoid", "HardSwish", "Gelu", "Softmax", "LogSoftmax", "BatchNormalization")
+#: Elementwise ops of two operands with their own relevance rule (:func:`product_rule`).
+PRODUCT_OPS = ("Mul", "Div", "Sub")
 #: Ops that split relevance in proportion to their inputs' contributions: Zennit's Sum and
 #: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))``
 #: (Zennit sees no module there and passes the gradient, which does not conserve relevance).
@@ -47,6 +51,19 @@ def pass_rule(ctx):
     return [ctx.ct]
 
 
+def separate_bias(ctx) -> tuple[str, np.ndarray] | None:
+    """(output, bias) of the Add that adds a constant bias to this MatMul's output when it is
+    the only consumer: a batched dense layer, which exporters write as MatMul + Add. Its rules
+    then take the bias into z as Gemm's do (the Add passes relevance on)."""
+    if ctx.node.op_type != "MatMul" or not any(ctx.const(i) is not None for i in ctx.inputs):
+        return None
+    readers = ctx.consumers.get(ctx.outputs[0], ())
+    if len(readers) != 1 or readers[0].op_type != "Add":
+        return None
+    biases = [ctx.const(i) for i in readers[0].input if i != ctx.outputs[0]]
+    return (readers[0].output[0], biases[0]) if len(biases) == 1 and biases[0] is not None else None
+
+
 def epsilon_rule(epsilon: float):
     """R_in_i = x_i ⊙ (∂z/∂x_i)ᵀ(R / stab(z)) for every needed input: the ε rule on a linear
     layer, Zennit's Norm rule on a sum or an average pool."""
@@ -54,8 +71,10 @@ def epsilon_rule(epsilon: float):
     def rule(ctx: RuleContext):
         g = ctx.g
         if ctx.node.op_type == "Add" and any(ctx.const(i) is not None for i in ctx.inputs):
-            return VJP_RULES["Add"](ctx)  # a bias add: relevance passes to the variable side
-        scaled = g.op("Div", ctx.ct, stabilize(ctx, ctx.outputs[0], epsilon))
+            return VJP_RULES["Add"](ctx)  # a bias add or a constant shift: relevance passes on
+        biased = separate_bias(ctx)
+        z = ctx.outputs[0] if biased is None else biased[0]
+        scaled = g.op("Div", ctx.ct, stabilize(ctx, z, epsilon))
         grads = VJP_RULES[ctx.node.op_type](replace(ctx, cts=[scaled] + list(ctx.cts[1:])))
         return [g.op("Mul", x, d) if need and d is not None else None
                 for x, d, need in zip(ctx.inputs, grads, ctx.needs)]
@@ -63,9 +82,121 @@ def epsilon_rule(epsilon: float):
     return rule
 
 
+def _computed_from(ctx, tensor: str, source: str, limit: int = 256) -> bool:
+    """Whether ``tensor`` is computed from ``source`` (a walk back through at most ``limit``
+    producers)."""
+    seen, stack = set(), [tensor]
+    while stack and len(seen) < limit:
+        t = stack.pop()
+        if t == source:
+            return True
+        if t not in seen:
+            seen.add(t)
+            producer = ctx.producers.get(t)
+            if producer is not None:
+                stack.extend(i for i in producer.input if i and ctx.const(i) is None)
+    return False
+
+
+def product_rule(stabilizer: float):
+    """Mul, Div and Sub in relevance terms. With an operand that the input does not reach (a
+    constant, a fed mask) the op rescales or shifts the other, which keeps all relevance. A product or quotient of a signal and a
+    tensor computed from it — SiLU x·σ(x), GELU x·Φ(x), squeeze-excitation x·σ(f(x)), a
+    LayerNorm's division by its deviation — gives the signal all relevance, the other factor
+    acting as a constant weight: signal-take-all for gates (Arras et al., 2017,
+    arXiv:1706.07206), the constant normalization scale of CP-LRP (Ali et al., 2022,
+    arXiv:2202.07304) and AttnLRP's identity rule on activations (Achtibat et al., 2024,
+    arXiv:2402.05602). A product of two independent variables splits relevance evenly
+    (AttnLRP's uniform rule); a difference of variables — a LayerNorm's x − mean(x) among them —
+    is linear and takes the ε rule, as in AttnLRP's and ``lxt``'s LayerNorm."""
+    proportional = epsilon_rule(stabilizer)
+
+    def rule(ctx: RuleContext):
+        g, (a, b) = ctx.g, ctx.inputs[:2]
+        out_shape = ctx.shape(ctx.outputs[0])
+
+        def whole(i):
+            return g.reduce_to_shape(ctx.ct, out_shape, ctx.shape(ctx.inputs[i])) if ctx.needs[i] else None
+
+        def none(i):
+            return g.zeros_like(ctx.inputs[i]) if ctx.needs[i] else None
+
+        if not all(ctx.needs[:2]):  # a constant, or a tensor the input does not reach (a fed mask)
+            return [whole(0), whole(1)]
+        if ctx.node.op_type == "Sub":
+            return proportional(ctx)
+        if _computed_from(ctx, b, a):
+            return [whole(0), none(1)]
+        if _computed_from(ctx, a, b):
+            return [none(0), whole(1)]
+        half = g.op("Mul", ctx.ct, g.const(0.5))
+        return [g.reduce_to_shape(half, out_shape, ctx.shape(x)) if need else None
+                for x, need in zip(ctx.inputs, ctx.needs)]
+
+    return rule
+
+
+def layer_norm_rule(stabilizer: float):
+    """LayerNormalization y = γ (x − mean x) / σ + β with σ held constant (AttnLRP, Achtibat et
+    al., 2024, arXiv:2402.05602; ``lxt``'s ``layer_norm_forward``): the centering is linear and
+    takes the ε rule, R_x = x ⊙ (w − mean w) / σ with w = γ ⊙ R / stab(y); β absorbs its share."""
+
+    def rule(ctx: RuleContext):
+        g, x = ctx.g, ctx.inputs[0]
+        if any(ctx.needs[1:]):
+            ctx.unsupported("scale or bias depend on the differentiated input")
+        rank = len(ctx.shape(x))
+        axes = g.ints(range(ctx.attr("axis", -1) % rank, rank), "axes")
+        centered = g.op("Sub", x, g.op("ReduceMean", x, axes, keepdims=1))
+        var = g.op("ReduceMean", g.op("Mul", centered, centered), axes, keepdims=1)
+        rstd = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(ctx.attr("epsilon", 1e-5)))))
+        w = g.op("Mul", g.op("Div", ctx.ct, stabilize(ctx, ctx.outputs[0], stabilizer)), ctx.inputs[1])
+        w = g.op("Sub", w, g.op("ReduceMean", w, axes, keepdims=1))
+        return [g.op("Mul", x, g.op("Mul", w, rstd))]
+
+    return rule
+
+
+def _weights_of_softmax(ctx, tensor: str, limit: int = 8) -> bool:
+    """Whether ``tensor`` is a Softmax output, perhaps reshaped, cast or dropped out since."""
+    for _ in range(limit):
+        producer = ctx.producers.get(tensor)
+        if producer is None:
+            return False
+        if producer.op_type == "Softmax":
+            return True
+        if producer.op_type not in ("Reshape", "Transpose", "Cast", "Dropout", "Identity", "Squeeze", "Unsqueeze"):
+            return False
+        tensor = producer.input[0]
+    return False
+
+
+def variable_product(linear, stabilizer: float):
+    """A MatMul of two variables (attention) in AttnLRP's terms (Achtibat et al., 2024,
+    arXiv:2402.05602): softmax weights are constants, so the values take all relevance by the ε
+    rule and the weights none; any other such product (queries × keys) splits it evenly, each
+    side by the ε rule; an operand the input does not reach leaves all to the other. A MatMul with a constant operand keeps ``linear``'s rule."""
+    proportional = epsilon_rule(stabilizer)
+
+    def rule(ctx: RuleContext):
+        if ctx.node.op_type != "MatMul" or any(ctx.const(i) is not None for i in ctx.inputs):
+            return linear(ctx)
+        g = ctx.g
+        shares = proportional(ctx)
+        if not all(ctx.needs):  # one operand fixed for this input: the other takes all
+            return shares
+        weights = [_weights_of_softmax(ctx, i) for i in ctx.inputs]
+        if any(weights) and not all(weights):
+            return [(g.zeros_like(x) if need else None) if w else r
+                    for x, w, r, need in zip(ctx.inputs, weights, shares, ctx.needs)]
+        return [None if r is None else g.op("Mul", r, g.const(0.5)) for r in shares]
+
+    return rule
+
+
 class LinearLayer:
-    """A Conv, Gemm or MatMul (constant 2-D right operand; its bias Add is a separate node)
-    node's forward and adjoint with replaced parameters, inside a rule."""
+    """A Conv, Gemm or MatMul (constant 2-D right operand; its bias from the Add that follows,
+    :func:`separate_bias`) node's forward and adjoint with replaced parameters, inside a rule."""
 
     def __init__(self, ctx):
         self.ctx = ctx
@@ -74,6 +205,9 @@ class LinearLayer:
             ctx.unsupported("relevance rules need a 2-D constant right operand")
         bias_name = ctx.inputs[2] if len(ctx.inputs) > 2 and ctx.inputs[2] else None
         self.bias = ctx.require_const(2, "the bias") if bias_name else None
+        biased = separate_bias(ctx)
+        if biased is not None:
+            self.bias = biased[1]
         if ctx.node.op_type == "Gemm" and self.bias is not None:
             self.bias = self.bias * ctx.attr("beta", 1.0)
 
@@ -81,9 +215,12 @@ class LinearLayer:
         ctx, g = self.ctx, self.ctx.g
         attrs = ctx.attrs("beta")
         inputs = [x, g.const(weight, "lrp_weight", weight.dtype)]
-        if bias is not None:
-            inputs.append(g.const(np.broadcast_to(bias, self.bias.shape).astype(weight.dtype), "lrp_bias", weight.dtype))
-        return g.op(ctx.node.op_type, *inputs, **attrs)
+        bias = None if bias is None else g.const(np.broadcast_to(bias, self.bias.shape).astype(weight.dtype),
+                                                 "lrp_bias", weight.dtype)
+        if ctx.node.op_type == "MatMul":
+            out = g.op("MatMul", *inputs)
+            return out if bias is None else g.op("Add", out, bias)
+        return g.op(ctx.node.op_type, *inputs, *([bias] if bias is not None else []), **attrs)
 
     def adjoint(self, ct: str, weight: np.ndarray) -> str:
         op = self.ctx.node.op_type
@@ -254,6 +391,8 @@ class RuleParams:
 RULES = {
     "pass": lambda p: pass_rule,
     "norm": lambda p: epsilon_rule(p.stabilizer),
+    "product": lambda p: product_rule(p.stabilizer),
+    "layer_norm": lambda p: layer_norm_rule(p.stabilizer),
     "epsilon": lambda p: epsilon_rule(p.epsilon),
     "zplus": lambda p: zplus_rule(p.stabilizer),
     "alpha_beta": lambda p: alpha_beta_rule(p.alpha, p.beta, p.stabilizer),
@@ -298,5 +437,7 @@ def composite(preset: str, **params) -> RuleSet:
         rules = rules.with_rule(first_layer(), RULES[chosen.first](p))
     return (rules.with_rule(by_op(*PASS_OPS), RULES["pass"](p))
             .with_rule(by_op(*NORM_OPS), RULES["norm"](p))
+            .with_rule(by_op(*PRODUCT_OPS), RULES["product"](p))
+            .with_rule(by_op("LayerNormalization"), RULES["layer_norm"](p))
             .with_rule(by_op("Conv"), RULES[chosen.conv](p))
-            .with_rule(by_op("Gemm", "MatMul"), RULES[chosen.dense](p)))
+            .with_rule(by_op("Gemm", "MatMul"), variable_product(RULES[chosen.dense](p), p.stabilizer)))
