@@ -17,22 +17,26 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
         rules = composite(preset, **rule_params)
     except ValueError as exc:
         raise MethodError(str(exc)) from None
-    layers = [c.name for c in engine.layers() if c.layout.batch_axis == 0]  # totals are row sums of batch-first maps
-    if layer is not None and layer not in layers:
+    if layer is not None:
         engine.require_tensor(layer)
-        layers.append(layer)
+    # the candidates' totals are row sums, so maps laid out batch-second ([T, N, D]) sit out
+    layers = [c.name for c in engine.layers() if c.layout.batch_axis == 0 and c.name != layer]
     # every rule is linear in the relevance it receives, so seeding the one-hot vector and
     # scaling by the score afterwards equals seeding R = score, without a separate forward pass;
     # the layers' relevance comes back as row sums (the conservation check), the chosen layer's whole
     wrt = [engine.input_name] + ([layer] if layer is not None else [])
     result = engine.vjp(x, engine.one_hot(target, score), wrt=wrt, rules=rules, score=score, totals=layers)
     values = target_scores(result.scores, target)
-    relevance = {name: value * values.reshape(-1, *[1] * (value.ndim - 1)) for name, value in result.grads.items()}
-    attribution = relevance[engine.input_name]
+    grads = result.grads[engine.input_name]
+    attribution = grads * values.reshape(-1, *[1] * (grads.ndim - 1))
     gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - values)}
     gaps.update({name: np.abs(total * values - values) for name, total in result.totals.items()})
-    layer_map = None if layer is None else layout_of(engine, layer, relevance[layer], len(x)).channels_first(
-        relevance[layer]).sum(axis=1)
+    layer_map = None
+    if layer is not None:
+        layout = layout_of(engine, layer, result.grads[layer], len(x))
+        rows = np.moveaxis(result.grads[layer], layout.batch_axis, 0).reshape(len(x), -1).sum(axis=1)
+        gaps[layer] = np.abs(rows * values - values)  # over every token, the class token's too
+        layer_map = layout.channels_first(result.grads[layer]).sum(axis=1) * values[:, None, None]
     total = attribution.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
     ratio = total / np.where(values == 0, np.nan, values)
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",

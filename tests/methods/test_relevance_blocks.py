@@ -141,3 +141,18 @@ def test_vit_relevance_matches_lxt_cp_lrp(tmp_path):
     np.testing.assert_allclose(want.reshape(2, -1).sum(1), e.attribution.reshape(2, -1).sum(1), rtol=1e-3)
     rel = np.linalg.norm(e.attribution - want) / np.linalg.norm(want)
     assert rel < 1e-3, rel
+
+
+def test_vit_layer_relevance_on_batch_second_tokens(tmp_path):
+    """torchvision's encoder keeps tokens [T, N, D]: the chosen layer's relevance is laid on the
+    patch grid and its conservation gap read per input."""
+    torch.manual_seed(0)
+    net = _vit()
+    x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    export(net, torch.from_numpy(x), tmp_path / "vit.onnx")
+    explainer = Explainer(tmp_path / "vit.onnx", device="cpu")
+    tokens = [c for c in explainer.engine.layers() if c.layout.batch_axis == 1]
+    assert tokens
+    e = explainer.explain(x, "lrp", preset="epsilon", layer=tokens[-1].name)
+    assert e.layer_map.shape == (2, 4, 4)
+    assert e.diagnostics["conservation_gap"][tokens[-1].name].shape == (2,)
