@@ -137,8 +137,9 @@ def test_dynamic_int8_is_rewritten_to_qdq_and_explains_with_every_family(which, 
     for method in ("gradient", "gradcam", "lrp", "occlusion"):
         e = explainer.explain(x[:8], method)
         assert np.isfinite(e.heatmap).all() and np.abs(e.heatmap).max() > 0, method
-        if method == "lrp":  # the dynamic quantizer passes relevance on unchanged
-            assert (e.diagnostics["conservation_gap"]["image"] <= 1e-4 * np.abs(e.score)).all()
+        if method == "lrp":  # the quantizers pass relevance on unchanged; the split-off biases take their share
+            float_ratio = Explainer(model, device="cpu").explain(x[:8], "lrp").diagnostics["relevance_ratio"]
+            np.testing.assert_allclose(e.diagnostics["relevance_ratio"], float_ratio, atol=0.03)
         if method == "gradient":
             agreement = np.corrcoef(e.attribution.ravel(), reference.attribution.ravel())[0, 1]
             assert agreement > 0.8  # int8 changes the gradient, not what it looks at

@@ -52,16 +52,29 @@ def pass_rule(ctx):
 
 
 def separate_bias(ctx) -> tuple[str, np.ndarray] | None:
-    """(output, bias) of the Add that adds a constant bias to this MatMul's output when it is
-    the only consumer: a batched dense layer, which exporters write as MatMul + Add. Its rules
-    then take the bias into z as Gemm's do (the Add passes relevance on)."""
-    if ctx.node.op_type != "MatMul" or not any(ctx.const(i) is not None for i in ctx.inputs):
+    """(output, bias) of the Add that adds a constant bias to this MatMul's or bias-free Conv's
+    output when it is the only consumer: a batched dense layer, which exporters write as MatMul
+    + Add, or a convolution whose bias a converter split off (dynamic int8 graphs). Its rules
+    then take the bias into z as Gemm's and Conv's do (the Add passes relevance on)."""
+    op = ctx.node.op_type
+    if op not in ("MatMul", "Conv") or not any(ctx.const(i) is not None for i in ctx.inputs[:2]):
+        return None
+    if op == "Conv" and len(ctx.inputs) > 2 and ctx.inputs[2]:
         return None
     readers = ctx.consumers.get(ctx.outputs[0], ())
     if len(readers) != 1 or readers[0].op_type != "Add":
         return None
     biases = [ctx.const(i) for i in readers[0].input if i != ctx.outputs[0]]
-    return (readers[0].output[0], biases[0]) if len(biases) == 1 and biases[0] is not None else None
+    if len(biases) != 1 or biases[0] is None:
+        return None
+    bias = biases[0]
+    if op == "Conv":  # a per-channel [C, 1, 1] or [1, C, 1, 1] bias becomes Conv's [C]
+        out = ctx.shape(ctx.outputs[0])
+        shape = (1,) * (len(out) - bias.ndim) + bias.shape
+        if len(shape) != len(out) or shape[0] != 1 or shape[1] != out[1] or any(d != 1 for d in shape[2:]):
+            return None
+        bias = bias.reshape(-1)
+    return readers[0].output[0], bias
 
 
 def epsilon_rule(epsilon: float):
