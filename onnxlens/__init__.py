@@ -16,7 +16,7 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 _EXPORTS = {
     "Explainer": "onnxlens.methods", "Explanation": "onnxlens.methods", "OnnxLensError": "onnxlens.errors",
     "ImportedModel": "onnxlens.runtime.model_import", "import_model": "onnxlens.runtime.model_import",
-    "evaluate": "onnxlens.evaluation",
+    "evaluate": "onnxlens.evaluation", "Target": "onnxlens.methods",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 

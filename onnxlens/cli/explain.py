@@ -18,7 +18,9 @@ def explain(
     input: Annotated[Path, typer.Option("--input", help=".npy shaped for the model, an image, or a folder of images.")],
     method: Annotated[str, typer.Option(help="Method name, e.g. gradient, integrated_gradients.")] = "gradient",
     out: Annotated[Path, typer.Option(help="Output: .npz (arrays) or .png (overlay); a folder for a folder input.")] = Path("explanation.png"),
-    target: Annotated[Optional[int], typer.Option(help="Class to explain (default: the predicted class).")] = None,
+    target: Annotated[Optional[str], typer.Option(
+        help="Class to explain (default: the predicted class), or class=K,output=NAME for one output of a "
+             "multi-output model.")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Tensor name for layer methods.")] = None,
     param: Annotated[list[str], typer.Option(help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
     colormap: Annotated[str, typer.Option(help="Matplotlib colormap of .png overlays.")] = "jet",
@@ -32,6 +34,7 @@ def explain(
 
     from onnxlens.methods.explanation import displayable
     from onnxlens.methods.registry import coerce_params, method_info
+    from onnxlens.methods.targets import Target
     from onnxlens.pipelines.images import list_images, load_image
     from onnxlens.report.overlay import save_overlay
 
@@ -39,6 +42,7 @@ def explain(
     if layer is not None:
         params["layer"] = layer
     coerce_params(method_info(method), params)  # fail on a bad name before the model loads
+    target = None if target is None else Target.parse(target)
     if not input.is_dir() and out.suffix not in (".npz", ".png"):
         raise OnnxLensError(f"--out must end in .npz or .png, got {str(out)!r}")
     explainer, spec, prep = images.open(model)
@@ -77,4 +81,5 @@ def explain(
     for line in explanation.warnings:
         typer.echo(f"onnxlens: warning: {safe(line)}", err=True)
     write(out, batch[0], explanation)
-    typer.echo(f"{method}: class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")
+    head = f"output {safe(explanation.params['output'])} " if "output" in explanation.params else ""
+    typer.echo(f"{method}: {head}class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")

@@ -4,5 +4,6 @@ from onnxlens.methods import attention, cam, gradients, meaningful, perturbation
 from onnxlens.methods.explainer import Explainer
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, MethodError, run_method
+from onnxlens.methods.targets import Target
 
-__all__ = ["METHODS", "Explainer", "Explanation", "MethodError", "run_method"]
+__all__ = ["METHODS", "Explainer", "Explanation", "MethodError", "Target", "run_method"]

@@ -14,6 +14,7 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
+from onnxlens.methods.targets import Target
 
 
 class MethodError(OnnxLensError):
@@ -92,14 +93,21 @@ def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type
 
 
 def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Explanation:
-    """Explain ``x`` (a batch) with method ``name``; ``target`` defaults to the arg-max class;
-    ``params`` are the method's own and :data:`COMMON_PARAMS`."""
+    """Explain ``x`` (a batch) with method ``name``. ``target``: a class index (or one per row),
+    a :class:`~onnxlens.methods.targets.Target`, its spec string (``class=K,output=NAME``), or
+    None for the arg-max class of the first output; ``params`` are the method's own and
+    :data:`COMMON_PARAMS`."""
     info = method_info(name)
     params = coerce_params(info, params)
     ste = params.pop("ste", COMMON_PARAMS["ste"])
     precision = params.pop("precision", COMMON_PARAMS["precision"])
+    if isinstance(target, str):
+        target = Target.parse(target)
+    output = None
+    if isinstance(target, Target):
+        target, output = target.cls, target.output
     x = engine.check_input(x)
-    engine = engine.for_input(x).with_options(ste, precision)
+    engine = engine.for_input(x).with_options(ste, precision).with_output(output)
     start = time.perf_counter()
     target = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, target, **params)
@@ -111,6 +119,8 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
+    if output is not None:
+        explanation.params["output"] = output
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
 
@@ -148,7 +158,8 @@ def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
 
 def resolve_targets(engine, x: np.ndarray, target) -> np.ndarray:
     """One class index per row: the given int (or per-row ints), else the arg-max of the score."""
-    classes = engine.spec.output().shape[-1] if engine.spec.output().shape else None
+    shape = engine.spec.output(engine.output).shape
+    classes = shape[-1] if shape else None
     if target is None:
         name = engine.score_name()
         scores = engine.forward(x)[name]

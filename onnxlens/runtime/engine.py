@@ -74,6 +74,8 @@ class Engine:
         self.ste = "clipped"
         #: what a half-precision model differentiates in: "float32" (its twin) or "model"
         self.precision = "float32"
+        #: the model output that methods explain (None: the first)
+        self.output: str | None = None
 
     def with_options(self, ste: str | None = None, precision: str | None = None) -> Engine:
         """This engine with QuantizeLinear differentiated by the ``ste`` estimator and/or a
@@ -88,6 +90,16 @@ class Engine:
             return self
         other = copy.copy(self)
         other.ste, other.precision, other._specialized, other._specialize_lock = ste, precision, {}, threading.Lock()
+        return other
+
+    def with_output(self, output: str | None) -> Engine:
+        """This engine explaining the model output ``output`` (None: the first), sharing the
+        compiled-graph cache; an unknown name is an error listing the outputs."""
+        if output == self.output:
+            return self
+        self.spec.output(output)
+        other = copy.copy(self)
+        other.output, other._specialized, other._specialize_lock = output, {}, threading.Lock()
         return other
 
     @property
@@ -111,7 +123,7 @@ class Engine:
             if row_shape not in self._specialized:
                 engine = Engine(specialize(self.model, row_shape), self.config, self.cache, self._requested_batch,
                                 key=f"{self.model.sha256}@{'x'.join(map(str, row_shape))}")
-                self._specialized[row_shape] = engine.with_options(self.ste, self.precision)
+                self._specialized[row_shape] = engine.with_options(self.ste, self.precision).with_output(self.output)
             return self._specialized[row_shape]
 
     @property
@@ -142,12 +154,12 @@ class Engine:
         return x
 
     def score_name(self, score: str = "logit", output: str | None = None) -> str:
-        return score_tensor(self.spec, output, score)
+        return score_tensor(self.spec, output or self.output, score)
 
     def one_hot(self, target: np.ndarray, score: str = "logit", output: str | None = None) -> np.ndarray:
         """Seed cotangents selecting class ``target[i]`` of the score in row i."""
         name = self.score_name(score, output)
-        row = self.model.measured_shapes.get(name, self.spec.output(output).shape)[1:]
+        row = self.model.measured_shapes.get(name, self.spec.output(output or self.output).shape)[1:]
         if len(row) != 1 or not isinstance(row[0], int):
             raise InputShapeError(f"the score tensor {quote(name)} is not one vector of class scores per row")
         seed = np.zeros((len(target), row[0]), np.float32)
@@ -203,6 +215,7 @@ class Engine:
         inner ``tensors`` come back from the same run in ``VjpResult.tensors``, and the per-row
         sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``."""
         x = self.check_input(x)
+        output = output or self.output
         if has_symbolic_spatial(self.model):
             return self.for_input(x).vjp(x, seed, wrt=wrt, rules=rules, score=score, output=output,
                                          tensors=tensors, totals=totals)

@@ -1,0 +1,79 @@
+"""Targets: the spec's forms and errors, and one output of a two-headed model explained as
+that output alone would be."""
+
+import numpy as np
+import pytest
+from onnx import helper
+
+from builders import make_model, vi
+from onnxlens import Explainer, Target, import_model
+from onnxlens.errors import InvalidModelError
+from onnxlens.methods.targets import TargetError
+
+
+def _two_heads(outputs=("classes", "other")):
+    """Conv → Relu → GlobalAveragePool → Flatten → two Gemm heads: 'classes' (4) and 'other' (3)."""
+    rng = np.random.default_rng(7)
+    w = lambda *shape: rng.standard_normal(shape).astype(np.float32)  # noqa: E731
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]), helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "wa", "ba"], ["classes"], transB=1),
+             helper.make_node("Gemm", ["f", "wb", "bb"], ["other"], transB=1)]
+    heads = {"classes": vi("classes", ["N", 4]), "other": vi("other", ["N", 3])}
+    return make_model(nodes, [vi("x", ["N", 3, 8, 8])], [heads[o] for o in outputs],
+                      [("w", w(6, 3, 3, 3)), ("b", w(6)), ("wa", w(4, 6)), ("ba", w(4)), ("wb", w(3, 6)),
+                       ("bb", w(3))])
+
+
+def _explainer(outputs=("classes", "other")):
+    return Explainer(import_model(_two_heads(outputs).SerializeToString()), device="cpu")
+
+
+X = np.random.default_rng(0).random((3, 3, 8, 8), dtype=np.float32)
+
+
+@pytest.mark.parametrize("spec, want", [("2", Target(2)), (" class=1 ", Target(1)), ("output=other", Target(None, "other")),
+                                        ("class=0,output=other", Target(0, "other")), ("-1", Target(-1))])
+def test_spec_forms(spec, want):
+    assert Target.parse(spec) == want
+
+
+@pytest.mark.parametrize("spec, message", [("region=mask.png", "got 'region=mask.png'"), ("", "is empty"),
+                                           ("class=a", "class must be an integer"), ("class=1,class=2", "each once"),
+                                           ("output", "got 'output'")])
+def test_bad_specs_say_what_a_spec_takes(spec, message):
+    with pytest.raises(TargetError, match=message):
+        Target.parse(spec)
+
+
+@pytest.mark.parametrize("method", ["gradient", "gradcam", "lrp", "occlusion", "integrated_gradients"])
+def test_one_output_is_explained_as_if_it_were_the_only_one(method):
+    params = {"steps": 8} if method == "integrated_gradients" else {}
+    got = _explainer().explain(X, method, Target(output="other"), **params)
+    want = _explainer(("other",)).explain(X, method, **params)
+    np.testing.assert_array_equal(got.target, want.target)
+    np.testing.assert_allclose(got.attribution, want.attribution, rtol=1e-5, atol=1e-7)
+    assert got.params["output"] == "other"
+    first = _explainer().explain(X, method, "class=1", **params)
+    np.testing.assert_allclose(first.attribution, _explainer(("classes",)).explain(X, method, 1, **params).attribution,
+                               rtol=1e-5, atol=1e-7)
+
+
+def test_an_unknown_output_or_class_is_named():
+    with pytest.raises(InvalidModelError, match="no output 'scores'; its outputs are 'classes', 'other'"):
+        _explainer().explain(X, "gradient", "output=scores")
+    with pytest.raises(Exception, match=r"class index in 0\.\.2"):
+        _explainer().explain(X, "gradient", Target(3, "other"))
+
+
+def test_cli_target_spec(tmp_path, cli, save):
+    path = save(_two_heads())
+    np.save(tmp_path / "x.npy", X[:1])
+    run = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "output=other,class=2", "--out",
+              tmp_path / "e.npz")
+    assert run.returncode == 0, run.stderr
+    assert "gradient: output other class [2]" in run.stdout, run.stdout
+    assert np.load(tmp_path / "e.npz")["target"].tolist() == [2]
+    bad = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "box=3", "--out", tmp_path / "e.npz")
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "box=3" in bad.stderr, bad.stderr
