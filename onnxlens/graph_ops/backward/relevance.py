@@ -34,9 +34,10 @@ PASS_OPS = ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "Tan
 #: Elementwise ops of two operands with their own relevance rule (:func:`product_rule`).
 PRODUCT_OPS = ("Mul", "Div", "Sub")
 #: Ops that split relevance in proportion to their inputs' contributions: Zennit's Sum and
-#: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))``
-#: (Zennit sees no module there and passes the gradient, which does not conserve relevance).
-NORM_OPS = ("Add", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum")
+#: AvgPool types, plus the ReduceMean/ReduceSum that exporters emit for ``x.mean((2, 3))`` and
+#: the Resize of a segmentation head's upsampling, linear in its data (Zennit sees no module
+#: there and passes the gradient, which does not conserve relevance).
+NORM_OPS = ("Add", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Resize", "Upsample")
 
 
 def stabilize(ctx, z: str, epsilon: float, nonnegative: bool = False) -> str:
