@@ -19,8 +19,8 @@ def explain(
     method: Annotated[str, typer.Option(help="Method name, e.g. gradient, integrated_gradients.")] = "gradient",
     out: Annotated[Path, typer.Option(help="Output: .npz (arrays) or .png (overlay); a folder for a folder input.")] = Path("explanation.png"),
     target: Annotated[Optional[str], typer.Option(
-        help="Class to explain (default: the predicted class), or class=K,output=NAME for one output of a "
-             "multi-output model.")] = None,
+        help="Class to explain (default: the predicted class), or a spec: class=K, output=NAME, and on dense "
+             "maps region=MASK, box=x0,y0,x1,y1, predicted; on sequences step=T, sequence (see the README).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Tensor name for layer methods.")] = None,
     param: Annotated[list[str], typer.Option(help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
     colormap: Annotated[str, typer.Option(help="Matplotlib colormap of .png overlays.")] = "jet",
@@ -81,5 +81,5 @@ def explain(
     for line in explanation.warnings:
         typer.echo(f"onnxlens: warning: {safe(line)}", err=True)
     write(out, batch[0], explanation)
-    head = f"output {safe(explanation.params['output'])} " if "output" in explanation.params else ""
+    head = "".join(f"{key} {safe(explanation.params[key])} " for key in ("output", "target") if key in explanation.params)
     typer.echo(f"{method}: {head}class {explanation.target.tolist()} score {np.round(explanation.score, 4).tolist()} → {out}")

@@ -26,6 +26,10 @@ def inspect(
 
     imported = import_model(model, layout=layout.upper() if layout else None, max_bytes=max_size)
     info = imported.describe()
+    from onnxlens.methods.targets import output_targets
+
+    for output in info["outputs"]:
+        output["targets"] = output_targets(output["shape"])
     if layers:
         from onnxlens.runtime.engine import Engine
         from onnxlens.runtime.session import SessionConfig
@@ -97,11 +101,13 @@ def print_description(info: dict, console: Console) -> None:
     console.print(inputs)
 
     outputs = Table(title="outputs", title_justify="left")
-    for col in ("name", "dtype", "shape", "trailing activation", "logits tensor"):
+    for col in ("name", "dtype", "shape", "trailing activation", "logits tensor", "--target (default)"):
         outputs.add_column(col)
     for o in info["outputs"]:
-        outputs.add_row(safe(o["name"]), o["dtype"], safe(_dims(o["shape"])),
-                        o["activation"] or "none", safe(o["logits"] or ""))
+        targets = o.get("targets")
+        outputs.add_row(safe(o["name"]), o["dtype"], safe(_dims(o["shape"])), o["activation"] or "none",
+                        safe(o["logits"] or ""),
+                        f"{targets['kind']}: {targets['specs']} ({targets['default']})" if targets else "")
     console.print(outputs)
 
     if "layers" in info:

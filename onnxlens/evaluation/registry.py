@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -94,6 +94,11 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     """One metric on one explanation of the batch, as a JSON-ready dict."""
     info = metric_info(name)
     params = coerce_params(info, params, "metric", MetricError)
+    if explanation.params.get("target"):
+        raise MetricError(f"metric {quote(name)} scores a class of a class-score vector; the explanation's target "
+                          f"{quote(explanation.params['target'])} is a region or sequence target")
+    if explanation.params.get("output"):
+        ctx = replace(ctx, engine=ctx.engine.with_output(explanation.params["output"]))
     start = time.perf_counter()
     result = info.fn(ctx, explanation, **params)
     per_image = np.asarray(result.pop("per_image"), dtype=np.float64)

@@ -8,7 +8,8 @@ import numpy as np
 from onnxlens.graph_ops.layers import attention_weights, token_grid
 from onnxlens.methods.cam import layer_map_explanation
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import MethodError, method, target_scores
+from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.targets import target_scores
 
 _FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
 

@@ -19,7 +19,8 @@ from onnxlens.graph_ops.backward.rulesets import GUIDED_BACKPROP
 from onnxlens.graph_ops.index import graph_index
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.feature_maps import default_layer, layout_of
-from onnxlens.methods.registry import MethodError, method, target_scores
+from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.targets import target_scores
 from onnxlens.scaling import unit_scale
 
 

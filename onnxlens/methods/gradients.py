@@ -10,7 +10,8 @@ import numpy as np
 from onnxlens.graph_ops.backward.deeplift import DEEPLIFT_RULES
 from onnxlens.graph_ops.backward.rulesets import DECONVNET, GUIDED_BACKPROP
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.registry import MethodError, method, method_info, target_scores
+from onnxlens.methods.registry import MethodError, method, method_info
+from onnxlens.methods.targets import target_scores, tile_rows
 from onnxlens.methods.scoring import blurred, copy_chunks
 
 
@@ -121,12 +122,12 @@ def integrated_gradients(engine, x, target, *, steps: int = 50, quadrature_rule:
     for chunk in copy_chunks(engine, n, steps):
         a = alphas[chunk].astype(np.float32)
         points = (base[None] + a.reshape(-1, *[1] * x.ndim) * delta[None]).reshape(-1, *x.shape[1:])
-        result = engine.vjp(points, np.tile(seed_rows, (len(a), 1)), score=score)
+        result = engine.vjp(points, tile_rows(seed_rows, len(a)), score=score)
         grads = result.grads[engine.input_name].reshape(len(a), *x.shape)
         total += np.tensordot(weights[chunk], grads.astype(np.float64), axes=1)
     attribution = (delta * total).astype(np.float32)
     ends = engine.forward(np.concatenate([x, base]))[engine.score_name(score)]
-    end_scores = target_scores(ends, np.tile(target, 2))
+    end_scores = target_scores(ends, tile_rows(target, 2))
     values, base_score = end_scores[:n], end_scores[n:]
     gap = np.abs(attribution.reshape(n, -1).sum(axis=1) - (values - base_score))
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "integrated_gradients",
@@ -163,7 +164,7 @@ def _noise_tunnel(kind, engine, x, target, base, samples, sigma, seed, noise, sc
         part = (noise[chunk] if noise is not None
                 else rng.standard_normal((count, *x.shape)).astype(np.float32) * span)
         noisy = (x[None] + part).reshape(-1, *x.shape[1:])
-        inner = base_info.fn(engine, noisy, np.tile(target, count), score=score)
+        inner = base_info.fn(engine, noisy, tile_rows(target, count), score=score)
         attrs = inner.attribution.reshape(count, *x.shape).astype(np.float64)
         total += attrs.sum(axis=0)
         squares += (attrs ** 2).sum(axis=0)

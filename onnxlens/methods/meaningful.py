@@ -12,6 +12,7 @@ from onnxlens.errors import quote
 from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import MethodError, method
 from onnxlens.methods.scoring import class_score, substrate
+from onnxlens.methods.targets import is_weights
 
 FILLS = ("blur", "zero", "mean")
 
@@ -65,6 +66,9 @@ def meaningful_perturbation(engine, x, target, *, fill: str = "blur", blur_sigma
     if mask_size < 2 or iterations < 1 or lr <= 0 or l1 < 0 or tv < 0 or jitter < 0:
         raise MethodError("meaningful_perturbation needs mask_size ≥ 2, iterations ≥ 1, lr > 0 and "
                           "non-negative l1, tv and jitter")
+    if is_weights(target):
+        raise MethodError("meaningful_perturbation plays the margin of one class over the others; it explains "
+                          "a class of a class-score vector, not a region or sequence target")
     axis = engine.channel_axis
     h, w = engine.spatial_size(x)
     deleted = substrate(engine, x, fill, sigma=blur_sigma, kernel=None)

@@ -35,7 +35,7 @@ def occlusion(engine, x, target, *, window: int = 8, stride: int = 4, fill: floa
 
     clean = class_score(engine, x, target, score)
     drops = np.stack([clean[i] - scores_of_copies(engine, lambda s: np.where(windows(s), np.float32(fill), x[i]),
-                                                  len(corners), target[i], score) for i in range(len(x))])
+                                                  len(corners), target[i:i + 1], score) for i in range(len(x))])
     total, counts = np.zeros((len(x), h, w)), np.zeros((h, w))
     for k, (r, c) in enumerate(corners):
         total[:, r:r + window, c:c + window] += drops[:, k, None, None]
@@ -91,7 +91,7 @@ def rise(engine, x, target, *, masks: int = 2000, cells: int = 8, p: float = 0.5
         kept = pixel_mask(engine, m)
         for i in range(len(x)):
             s = scores_of_copies(engine, lambda sl: (background[i] + (x[i] - background[i]) * kept[sl]).astype(
-                np.float32), len(m), target[i], score)
+                np.float32), len(m), target[i:i + 1], score)
             saliency[i] += np.tensordot(s, m, axes=(0, 0))
     saliency /= masks * p
     return Explanation(spread_over_channels(saliency, x, engine.channel_axis), saliency, target,
@@ -164,7 +164,7 @@ def lime(engine, x, target, *, segments: str = "slic", n_segments: int = 50, com
             off = pixel_mask(engine, patterns[sl][:, labels] == 0)  # per copy: pixels of switched-off segments
             return np.where(off, hidden, row).astype(np.float32)
 
-        y = scores_of_copies(engine, make, samples, target[i], score)
+        y = scores_of_copies(engine, make, samples, target[i:i + 1], score)
         norms = np.linalg.norm(patterns, axis=1)
         similarity = np.divide(patterns.sum(axis=1), norms * np.sqrt(k), out=np.zeros(samples), where=norms > 0)
         kernel = np.sqrt(np.exp(-((1 - similarity) ** 2) / kernel_width ** 2))

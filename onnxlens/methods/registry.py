@@ -14,7 +14,7 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.targets import Target
+from onnxlens.methods.targets import Target, resolve
 
 
 class MethodError(OnnxLensError):
@@ -94,23 +94,24 @@ def coerce_params(info: MethodInfo, raw: dict, kind: str = "method", error: type
 
 def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Explanation:
     """Explain ``x`` (a batch) with method ``name``. ``target``: a class index (or one per row),
-    a :class:`~onnxlens.methods.targets.Target`, its spec string (``class=K,output=NAME``), or
-    None for the arg-max class of the first output; ``params`` are the method's own and
-    :data:`COMMON_PARAMS`."""
+    a :class:`~onnxlens.methods.targets.Target`, its spec string (``class=K,output=NAME``,
+    ``region=MASK``, ``step=T``…), or None for the arg-max class of the first output; ``params``
+    are the method's own and :data:`COMMON_PARAMS`."""
     info = method_info(name)
     params = coerce_params(info, params)
     ste = params.pop("ste", COMMON_PARAMS["ste"])
     precision = params.pop("precision", COMMON_PARAMS["precision"])
     if isinstance(target, str):
         target = Target.parse(target)
-    output = None
-    if isinstance(target, Target):
-        target, output = target.cls, target.output
+    if not isinstance(target, Target):
+        target = Target(target)
     x = engine.check_input(x)
-    engine = engine.for_input(x).with_options(ste, precision).with_output(output)
+    engine = engine.for_input(x).with_options(ste, precision)
+    engine = engine.with_output(target.output) if target.output else engine  # else the engine's own
     start = time.perf_counter()
-    target = resolve_targets(engine, x, target)
-    explanation = info.fn(engine, x, target, **params)
+    classes, weights = resolve_targets(engine, x, target)
+    explanation = info.fn(engine, x, classes if weights is None else weights, **params)
+    explanation.target = classes
     explanation.timings.setdefault("total", time.perf_counter() - start)
     deviation = engine.twin_deviation(x)
     if deviation is not None:
@@ -119,8 +120,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
-    if output is not None:
-        explanation.params["output"] = output
+    explanation.params.update({k: v for k, v in (("output", engine.output), ("target", target.describe())) if v})
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
 
@@ -151,23 +151,22 @@ def saturation_warnings(engine, x: np.ndarray, explanation: Explanation) -> list
             "straight-through estimator passes nothing back there; --param ste=identity uses the unclipped one"]
 
 
-def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Row i's score of class ``target[i]``, from score tensors with one row per input."""
-    return scores.reshape(len(target), -1)[np.arange(len(target)), target]
-
-
-def resolve_targets(engine, x: np.ndarray, target) -> np.ndarray:
-    """One class index per row: the given int (or per-row ints), else the arg-max of the score."""
+def resolve_targets(engine, x: np.ndarray, target) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class per row, weights) of ``target`` (a :class:`Target`, or a class or one per row, or
+    None) on ``engine``'s output: weights None for a class of a class-score vector (given, else
+    the arg-max), else one weight tensor per row over the score tensor
+    (:func:`~onnxlens.methods.targets.resolve`)."""
+    target = target if isinstance(target, Target) else Target(target)
+    plain = not target.describe()
     shape = engine.spec.output(engine.output).shape
-    classes = shape[-1] if shape else None
-    if target is None:
-        name = engine.score_name()
-        scores = engine.forward(x)[name]
-        if scores.shape[:1] != (len(x),):
-            raise MethodError(f"the score tensor {quote(name)} has shape {list(scores.shape)} for {len(x)} input "
-                              "row(s); a class to explain is found in one row of scores per input row")
-        return scores.reshape(len(x), -1).argmax(axis=1)
-    target = np.broadcast_to(np.asarray(target, dtype=np.int64), (len(x),)).copy()
-    if isinstance(classes, int) and ((target < 0) | (target >= classes)).any():
-        raise MethodError(f"target must be a class index in 0..{classes - 1}, got {target.tolist()}")
-    return target
+    if plain and target.cls is not None and len(shape or ()) == 2:  # no forward pass needed
+        classes = np.broadcast_to(np.asarray(target.cls, dtype=np.int64), (len(x),)).copy()
+        if isinstance(shape[-1], int) and ((classes < 0) | (classes >= shape[-1])).any():
+            raise MethodError(f"target must be a class index in 0..{shape[-1] - 1}, got {classes.tolist()}")
+        return classes, None
+    name = engine.score_name()
+    scores = engine.forward(x)[name]
+    if scores.shape[:1] != (len(x),):
+        raise MethodError(f"the score tensor {quote(name)} has shape {list(scores.shape)} for {len(x)} input "
+                          "row(s); a target is read from one row of scores per input row")
+    return resolve(target, scores, engine.channel_axis, engine.spatial_size(x), name)

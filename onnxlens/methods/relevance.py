@@ -9,7 +9,8 @@ from onnxlens.graph_ops.backward.relevance import PRESETS, composite
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.feature_maps import layout_of
 from onnxlens.methods.gradients import sum_over_channels
-from onnxlens.methods.registry import MethodError, method, target_scores
+from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.targets import is_weights, target_scores
 
 
 def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
@@ -23,20 +24,25 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     layers = [c.name for c in engine.layers() if c.layout.batch_axis == 0 and c.name != layer]
     # every rule is linear in the relevance it receives, so seeding the one-hot vector and
     # scaling by the score afterwards equals seeding R = score, without a separate forward pass;
+    # a region or sequence target seeds each weighted output with its own score (R = w ⊙ z);
     # the layers' relevance comes back as row sums (the conservation check), the chosen layer's whole
     wrt = [engine.input_name] + ([layer] if layer is not None else [])
-    result = engine.vjp(x, engine.one_hot(target, score), wrt=wrt, rules=rules, score=score, totals=layers)
+    seed = engine.one_hot(target, score)
+    if is_weights(target):
+        seed = seed * engine.forward(x)[engine.score_name(score)]
+    result = engine.vjp(x, seed, wrt=wrt, rules=rules, score=score, totals=layers)
     values = target_scores(result.scores, target)
+    scale = np.ones_like(values) if is_weights(target) else values
     grads = result.grads[engine.input_name]
-    attribution = grads * values.reshape(-1, *[1] * (grads.ndim - 1))
+    attribution = grads * scale.reshape(-1, *[1] * (grads.ndim - 1))
     gaps = {engine.input_name: np.abs(attribution.reshape(len(x), -1).sum(axis=1) - values)}
-    gaps.update({name: np.abs(total * values - values) for name, total in result.totals.items()})
+    gaps.update({name: np.abs(total * scale - values) for name, total in result.totals.items()})
     layer_map = None
     if layer is not None:
         layout = layout_of(engine, layer, result.grads[layer], len(x))
         rows = np.moveaxis(result.grads[layer], layout.batch_axis, 0).reshape(len(x), -1).sum(axis=1)
-        gaps[layer] = np.abs(rows * values - values)  # over every token, the class token's too
-        layer_map = layout.channels_first(result.grads[layer]).sum(axis=1) * values[:, None, None]
+        gaps[layer] = np.abs(rows * scale - values)  # over every token, the class token's too
+        layer_map = layout.channels_first(result.grads[layer]).sum(axis=1) * scale[:, None, None]
     total = attribution.reshape(len(x), -1).sum(axis=1, dtype=np.float64)
     ratio = total / np.where(values == 0, np.nan, values)
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",

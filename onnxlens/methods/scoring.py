@@ -9,25 +9,39 @@ import numpy as np
 from scipy import ndimage
 from scipy.special import softmax
 
+from onnxlens.errors import InputShapeError, quote
 from onnxlens.graph_ops.simplify import check_score
+from onnxlens.methods.targets import class_axis, is_weights, target_scores
+
+
+def score_values(engine, x: np.ndarray, score: str = "probability") -> np.ndarray:
+    """The explained output's scores, one row per input: the model's probability (its own
+    trailing Softmax or Sigmoid when it has one, else the softmax of its logits over the class
+    axis) or the logit."""
+    check_score(score)
+    out = engine.forward(x)
+    logits = out[engine.score_name("logit")]
+    spec = engine.spec.output(engine.output)
+    if score == "logit":
+        return logits
+    if spec.activation in ("Softmax", "Sigmoid"):
+        return out[spec.name]
+    if spec.activation == "LogSoftmax":
+        return np.exp(out[spec.name])
+    return softmax(logits.astype(np.float64), axis=class_axis(logits.ndim, engine.channel_axis))
 
 
 def class_score(engine, x: np.ndarray, target: np.ndarray, score: str = "probability") -> np.ndarray:
-    """Row i's score of class ``target[i]``: the model's probability (its own trailing Softmax
-    or Sigmoid when it has one, else the softmax of its logits) or the logit."""
-    check_score(score)
-    out = engine.forward(x)
-    logits = out[engine.score_name("logit")].reshape(len(x), -1)
-    spec = engine.spec.output()
-    if score == "logit":
-        values = logits
-    elif spec.activation in ("Softmax", "Sigmoid"):
-        values = out[spec.name].reshape(len(x), -1)
-    elif spec.activation == "LogSoftmax":
-        values = np.exp(out[spec.name].reshape(len(x), -1))
-    else:
-        values = softmax(logits.astype(np.float64), axis=1)
-    return values[np.arange(len(x)), target].astype(np.float64)
+    """Row i's explained score (:func:`score_values` read by
+    :func:`~onnxlens.methods.targets.target_scores`)."""
+    return _explained(engine, score_values(engine, x, score), target)
+
+
+def _explained(engine, values: np.ndarray, target: np.ndarray) -> np.ndarray:
+    if not is_weights(target) and values.ndim != 2:
+        raise InputShapeError(f"the score tensor {quote(engine.score_name())} is not one vector of class scores "
+                              "per row; a class of it is read with a region or sequence target")
+    return target_scores(values, target).astype(np.float64)
 
 
 def copy_chunks(engine, rows: int, copies: int) -> list[slice]:
@@ -40,19 +54,25 @@ def copy_chunks(engine, rows: int, copies: int) -> list[slice]:
 
 def scores_in_batches(engine, pieces: Iterable[tuple[np.ndarray, np.ndarray]], score: str = "probability"
                       ) -> np.ndarray:
-    """Class scores of every row of ``pieces`` — (copies, the class each copy is scored for) —
+    """Explained scores of every row of ``pieces`` — (copies, the target of each copy) —
     in order, the pieces gathered into session runs of about four engine batches: the one
     batched scorer of perturbation methods and metrics (memory stays that of those runs when
     ``pieces`` is a generator)."""
     out, rows, targets = [], [], []
+
+    def flush():
+        values = score_values(engine, np.concatenate(rows), score)
+        starts = np.cumsum([0] + [len(r) for r in rows])
+        out.extend(_explained(engine, values[a:b], t) for a, b, t in zip(starts, starts[1:], targets))
+
     for copies, target in pieces:
         rows.append(copies)
         targets.append(target)
         if sum(map(len, rows)) >= 4 * engine.batch_size:
-            out.append(class_score(engine, np.concatenate(rows), np.concatenate(targets), score))
+            flush()
             rows, targets = [], []
     if rows:
-        out.append(class_score(engine, np.concatenate(rows), np.concatenate(targets), score))
+        flush()
     return np.concatenate(out)
 
 
@@ -64,17 +84,19 @@ def scores_of_variants(engine, count: int, variants: Callable[[int], np.ndarray]
     def pieces():
         for i in range(count):
             copies = variants(i)
-            yield copies, np.full(len(copies), target[i])
+            yield copies, np.broadcast_to(target[i:i + 1], (len(copies), *np.shape(target)[1:]))
 
     return scores_in_batches(engine, pieces(), score).reshape(count, -1)
 
 
-def scores_of_copies(engine, make: Callable[[slice], np.ndarray], count: int, target: int,
+def scores_of_copies(engine, make: Callable[[slice], np.ndarray], count: int, target: np.ndarray,
                      score: str = "probability") -> np.ndarray:
-    """Scores of class ``target`` on ``count`` perturbed copies of one input, ``make(slice)``
-    giving the copies of that slice, built a few session batches at a time (bounded memory)."""
+    """Scores for ``target`` (one input's: a class or a weight tensor, with its row axis) on
+    ``count`` perturbed copies of that input, ``make(slice)`` giving the copies of that slice,
+    built a few session batches at a time (bounded memory)."""
     step = 4 * engine.batch_size
-    return scores_in_batches(engine, ((make(slice(s, min(s + step, count))), np.full(min(step, count - s), target))
+    return scores_in_batches(engine, ((make(slice(s, min(s + step, count))),
+                                       np.broadcast_to(target, (min(step, count - s), *np.shape(target)[1:])))
                                       for s in range(0, count, step)), score)
 
 

@@ -1,47 +1,280 @@
-"""What a method explains: a class of one of the model's outputs, given as a ``Target`` or as
-the command line's spec (``class=K,output=NAME``; a bare integer is a class)."""
+"""What a method explains: one scalar per input row read from one of the model's outputs.
+
+A class-score vector [N, C] gives the score of class K (the default: the predicted class). A
+dense output [N, C, H, W] (segmentation; [N, H, W, C] beside a channels-last input) gives the
+sum of class K's scores over a region — a mask, a box, the pixels predicted as K, or the whole
+image — as pytorch-grad-cam's ``SemanticSegmentationTarget``. A sequence output [N, T, C] (CTC
+text recognition) gives class K's score at step t, or the sum along the greedy-decoded path.
+Every kind is linear in the score tensor, so it is one weight tensor per row: the seed that
+gradient, CAM and relevance methods start the backward pass from, and the weights that
+perturbation methods sum forward scores with.
+"""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
 
 from onnxlens.errors import OnnxLensError, quote
+from onnxlens.limits import check as check_limit
 
 
 class TargetError(OnnxLensError):
-    """A target spec that does not parse."""
+    """A target spec that does not parse, or that does not fit the model's output."""
 
 
-#: the keys a target spec takes
-KEYS = ("class", "output")
+#: the keys a target spec takes, and the ones that stand alone
+KEYS = ("class", "output", "region", "box", "step")
+FLAGS = ("predicted", "sequence")
 
 
 @dataclass(frozen=True)
 class Target:
     """Class ``cls`` (an int, one per input row, or None: the predicted class) of the model
-    output ``output`` (None: the first output)."""
+    output ``output`` (None: the first output); on a dense output, summed over ``region`` (a
+    mask file — ``.npy`` or an image — or an array [H, W] or [N, H, W]; nonzero is inside), over
+    ``box`` (x0, y0, x1, y1 in input pixels) and/or over the ``predicted`` pixels of the class; on
+    a sequence output, at ``step`` t, or along the greedy-decoded path (``sequence``, the default
+    there)."""
 
     cls: int | Sequence[int] | None = None
     output: str | None = None
+    region: str | Path | np.ndarray | None = None
+    box: tuple[float, float, float, float] | None = None
+    predicted: bool = False
+    step: int | None = None
+    sequence: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> Target:
-        """``"3"``, ``"class=3"``, ``"output=NAME"`` or ``"class=3,output=NAME"``."""
+        """``"3"`` (a class), or comma-separated ``class=K``, ``output=NAME``, ``region=MASK``,
+        ``box=x0,y0,x1,y1``, ``predicted``, ``step=T``, ``sequence``."""
         text = spec.strip()
         if text.lstrip("-").isdigit():
             return cls(cls=int(text))
-        fields: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, sep, value = part.partition("=")
-            key = key.strip()
-            if not sep or key not in KEYS or key in fields or not value.strip():
-                raise TargetError(f"target {quote(spec)}: expected a class index or comma-separated "
-                                  f"{', '.join(k + '=…' for k in KEYS)} (each once); got {quote(part)}")
-            fields[key] = value.strip()
+        expected = (f"expected a class index or comma-separated {', '.join(k + '=…' for k in KEYS)}, "
+                    f"{', '.join(FLAGS)} (each once)")
+        parts = [p.strip() for p in text.split(",")]
+        fields: dict[str, str | bool] = {}
+        while parts:
+            part = parts.pop(0)
+            if not part:
+                continue
+            key, sep, value = (p.strip() for p in part.partition("="))
+            if key == "box" and sep:  # its four numbers are comma-separated too
+                value = ",".join([value, *parts[:3]])
+                parts = parts[3:]
+            if key in FLAGS and not sep and key not in fields:
+                fields[key] = True
+            elif sep and key in KEYS and key not in fields and value:
+                fields[key] = value
+            else:
+                raise TargetError(f"target {quote(spec)}: {expected}; got {quote(part)}")
         if not fields:
             raise TargetError(f"target {quote(spec)} is empty; give a class index or class=K,output=NAME")
-        number = fields.get("class")
-        if number is not None and not number.lstrip("-").isdigit():
-            raise TargetError(f"target {quote(spec)}: class must be an integer, got {quote(number)}")
-        return cls(cls=None if number is None else int(number), output=fields.get("output"))
+        return cls(cls=_integer(spec, "class", fields.get("class")), output=fields.get("output"),
+                   region=fields.get("region"), box=_box(spec, fields.get("box")),
+                   predicted=bool(fields.get("predicted")), step=_integer(spec, "step", fields.get("step")),
+                   sequence=bool(fields.get("sequence")))
+
+    def describe(self) -> str:
+        """The spec of this target's kind beyond its class and output (empty for a class)."""
+        region = self.region if self.region is None or isinstance(self.region, (str, Path)) else "array"
+        parts = [f"region={region}" if region is not None else "",
+                 "box=" + ",".join(f"{v:g}" for v in self.box) if self.box else "",
+                 "predicted" if self.predicted else "", f"step={self.step}" if self.step is not None else "",
+                 "sequence" if self.sequence else ""]
+        return ",".join(p for p in parts if p)
+
+
+def _integer(spec: str, key: str, value) -> int | None:
+    if value is None:
+        return None
+    if not value.lstrip("-").isdigit():
+        raise TargetError(f"target {quote(spec)}: {key} must be an integer, got {quote(value)}")
+    return int(value)
+
+
+def _box(spec: str, value) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        box = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        box = ()
+    if len(box) != 4:
+        raise TargetError(f"target {quote(spec)}: box takes four numbers x0,y0,x1,y1 (input pixels), "
+                          f"got {quote(value)}")
+    return box
+
+
+#: per number of axes of an output (batch first): its kind, the target specs it takes, its default
+OUTPUT_KINDS = {
+    2: ("class scores", "class=K", "the predicted class"),
+    3: ("sequence", "sequence, step=T[,class=K]", "sequence: the greedy-decoded path"),
+    4: ("dense map", "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
+        "the whole map, the class of the largest sum"),
+}
+
+
+def output_targets(shape) -> dict:
+    """What an output of ``shape`` (batch first; None: unknown) is explained by: its kind, the
+    target specs it takes beside ``output=NAME``, and the default target."""
+    kind, specs, default = OUTPUT_KINDS.get(None if shape is None else len(shape), ("other", "none", "none"))
+    return {"kind": kind, "specs": specs, "default": default}
+
+
+def class_axis(ndim: int, channel_axis: int) -> int:
+    """The class axis of a score tensor with ``ndim`` axes: the last of a class vector [N, C]
+    or a sequence [N, T, C]; for a dense map, the input's channel axis (1 or 3)."""
+    return channel_axis if ndim == 4 else ndim - 1
+
+
+def resolve(target: Target, scores: np.ndarray, channel_axis: int, input_hw: tuple[int, int],
+            name: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class per row, weights) of ``target`` on the score tensor ``scores`` (one row per input,
+    named ``name``): weights is None for a class of a class vector, else the [N, *row] weights
+    whose sum against the scores is the explained scalar. The default class (``cls`` None) is the
+    arg-max of the scores summed over the region, and ``-1`` along a decoded sequence."""
+    rows, ndim = len(scores), scores.ndim
+    shape = "[" + ", ".join(["N", *map(str, scores.shape[1:])]) + "]"
+    kind = {2: "class-score vector", 3: "sequence", 4: "dense map"}.get(ndim)
+    if kind is None:
+        raise TargetError(f"output {quote(name)} is {shape}; onnxlens explains class-score vectors [N, C], "
+                          "dense maps [N, C, H, W] and sequences [N, T, C]")
+    axis = class_axis(ndim, channel_axis)
+    classes = scores.shape[axis]
+    wrong = {2: ("region", "box", "predicted", "step", "sequence"), 3: ("region", "box", "predicted"),
+             4: ("step", "sequence")}[ndim]
+    given = [k for k in wrong if getattr(target, k) not in (None, False)]
+    if given:
+        apply = {"step": "sequence outputs [N, T, C]", "sequence": "sequence outputs [N, T, C]"}
+        where = apply.get(given[0], "dense outputs [N, C, H, W]")
+        raise TargetError(f"output {quote(name)} is {shape}, a {kind}: {given[0]} applies to {where}")
+    cls = None if target.cls is None else np.broadcast_to(np.asarray(target.cls, np.int64), (rows,)).copy()
+    if cls is not None and ((cls < 0) | (cls >= classes)).any():
+        raise TargetError(f"target must be a class index in 0..{classes - 1}, got {cls.tolist()}")
+    if ndim == 2:
+        return (scores.reshape(rows, -1).argmax(axis=1) if cls is None else cls), None
+    if ndim == 3:
+        return _sequence_weights(target, scores, cls, shape)
+    return _dense_weights(target, np.moveaxis(scores, axis, 1), cls, input_hw, shape, axis)
+
+
+def _sequence_weights(target: Target, scores: np.ndarray, cls, shape: str):
+    rows, steps, _ = scores.shape
+    weights = np.zeros(scores.shape, np.float32)
+    if target.step is None:
+        if cls is not None:
+            raise TargetError(f"a class applies to one step of the sequence {shape}: give step=t with class=K")
+        path = scores.argmax(axis=2)
+        weights[np.arange(rows)[:, None], np.arange(steps), path] = 1.0
+        return np.full(rows, -1, np.int64), weights
+    if not 0 <= target.step < steps:
+        raise TargetError(f"step must be in 0..{steps - 1} for the sequence {shape}, got {target.step}")
+    cls = scores[:, target.step].argmax(axis=1) if cls is None else cls
+    weights[np.arange(rows), target.step, cls] = 1.0
+    return cls, weights
+
+
+def _dense_weights(target: Target, scores: np.ndarray, cls, input_hw, shape: str, axis: int):
+    """Weights over a dense map; ``scores`` has its class axis moved to 1."""
+    rows, classes, height, width = scores.shape
+    if target.region is not None and target.box is not None:
+        raise TargetError("give a region or a box, not both")
+    mask = np.ones((rows, height, width), bool)
+    if target.region is not None:
+        mask = region_mask(target.region, rows, (height, width), input_hw)
+    elif target.box is not None:
+        mask = np.zeros_like(mask)
+        mask[:, slice(*_box_span(target.box, 1, height, input_hw[0])),
+             slice(*_box_span(target.box, 0, width, input_hw[1]))] = True
+    if cls is None:
+        cls = np.einsum("nchw,nhw->nc", scores, mask).argmax(axis=1)
+    if target.predicted:
+        mask = mask & (scores.argmax(axis=1) == cls[:, None, None])
+    empty = ~mask.reshape(rows, -1).any(axis=1)
+    if empty.any():
+        what = "holds no pixel predicted as its class" if target.predicted else "is empty"
+        raise TargetError(f"the target region {what} in row(s) {np.flatnonzero(empty)[:5].tolist()} "
+                          f"of the dense output {shape}")
+    weights = (np.arange(classes)[None, :, None, None] == cls[:, None, None, None]) * mask[:, None]
+    return cls, np.ascontiguousarray(np.moveaxis(weights.astype(np.float32), 1, axis))
+
+
+def _box_span(box, coordinate: int, size: int, input_size: int) -> tuple[int, int]:
+    """The output-grid span of the box's x (``coordinate`` 0) or y (1) extent, given in input
+    pixels of an input ``input_size`` wide."""
+    low, high = box[coordinate], box[coordinate + 2]
+    if not 0 <= low < high <= input_size:
+        raise TargetError(f"box {','.join(f'{v:g}' for v in box)} must satisfy 0 ≤ x0 < x1 ≤ width and "
+                          f"0 ≤ y0 < y1 ≤ height of the input")
+    scale = size / input_size
+    return int(np.floor(low * scale)), max(int(np.ceil(high * scale)), int(np.floor(low * scale)) + 1)
+
+
+def region_mask(region, rows: int, output_hw: tuple[int, int], input_hw: tuple[int, int]) -> np.ndarray:
+    """A boolean [rows, H, W] mask at the output's size from a mask file (``.npy``: nonzero is
+    inside; an image: gray above 127) or array ([H, W] for every row, or [rows, H, W]) at the output's
+    or the input's size (then resized to the output's, nearest)."""
+    if isinstance(region, (str, Path)):
+        mask = _read_mask(Path(region))
+    else:
+        mask = np.asarray(region)
+    if mask.ndim == 2:
+        mask = np.broadcast_to(mask, (rows, *mask.shape))
+    if mask.ndim != 3 or len(mask) != rows or mask.shape[1:] not in (tuple(output_hw), tuple(input_hw)):
+        raise TargetError(f"the region mask has shape {list(mask.shape)}; it takes [H, W] or [{rows}, H, W] at "
+                          f"the output's size {list(output_hw)} or the input's {list(input_hw)}")
+    if mask.shape[1:] != tuple(output_hw):
+        ys = (np.arange(output_hw[0]) + 0.5) * input_hw[0] // output_hw[0]
+        xs = (np.arange(output_hw[1]) + 0.5) * input_hw[1] // output_hw[1]
+        mask = mask[:, ys.astype(int)][:, :, xs.astype(int)]
+    return mask != 0
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    """A ``.npy`` mask as stored, or an image mask's gray levels above 127."""
+    from PIL import Image  # only a mask file needs Pillow
+
+    try:
+        if path.suffix.lower() == ".npy":
+            return np.load(path, allow_pickle=False)
+        with warnings.catch_warnings():  # PIL's own bomb warning; the limit below is stricter
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+        with image:
+            check_limit("image_pixels", image.size[0] * image.size[1], f"region mask {quote(str(path))}")
+            return np.asarray(image.convert("L")) > 127
+    except Image.DecompressionBombError:
+        raise TargetError(f"the region mask {quote(str(path))} has more pixels than Pillow decodes") from None
+    except (OSError, ValueError) as error:
+        raise TargetError(f"cannot read the region mask {quote(str(path))}: "
+                          f"{quote(str(error) or type(error).__name__)}") from None
+
+
+def target_scores(scores: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Row i's explained score, from score tensors with one row per input: its score of class
+    ``target[i]``, or — for a weight tensor per row (region and sequence targets) — the sum of
+    its scores weighted by ``target[i]``."""
+    rows = scores.reshape(len(target), -1)
+    if not is_weights(target):
+        return rows[np.arange(len(target)), target]
+    if target.strides[0] == 0:  # one row's weights broadcast over copies of that row
+        return (rows.astype(np.float64) @ target[0].reshape(-1)).astype(scores.dtype)
+    return np.einsum("nk,nk->n", rows.astype(np.float64), target.reshape(len(target), -1)).astype(scores.dtype)
+
+
+def is_weights(target: np.ndarray) -> bool:
+    """Whether a method's ``target`` is a weight tensor per row rather than a class per row."""
+    return np.ndim(target) > 1
+
+
+def tile_rows(values: np.ndarray, count: int) -> np.ndarray:
+    """``values`` (a class or a weight tensor per row) repeated ``count`` times along rows, as
+    the copies of a batch that methods run are."""
+    return np.concatenate([values] * count)

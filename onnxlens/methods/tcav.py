@@ -110,8 +110,8 @@ def tcav(engine, inputs: np.ndarray, concept: np.ndarray, random: list[np.ndarra
         return engine.forward(x, [layer])[layer].reshape(len(x), -1).astype(np.float64)
 
     if target is None:
-        target = int(np.bincount(resolve_targets(engine, inputs, None)).argmax())
-    target = int(resolve_targets(engine, inputs[:1], target)[0])
+        target = int(np.bincount(_classes(engine, inputs, None)).argmax())
+    target = int(_classes(engine, inputs[:1], target)[0])
     grads = engine.vjp(inputs, engine.one_hot(np.full(len(inputs), target)), wrt=[layer]).grads[layer]
     grads = grads.reshape(len(inputs), -1).astype(np.float64)
     concept_acts = activations(concept)
@@ -131,3 +131,10 @@ def tcav(engine, inputs: np.ndarray, concept: np.ndarray, random: list[np.ndarra
         p_value = float(stats.ttest_ind(scores, random_scores, equal_var=False).pvalue)
     return TcavResult(layer, target, scores, random_scores, np.asarray([a for _, a in concept_runs]), p_value, alpha,
                       {"runs": len(sets), "inputs": len(inputs), "concept_images": len(concept), "l2": l2, "seed": seed})
+
+
+def _classes(engine, x: np.ndarray, target) -> np.ndarray:
+    classes, weights = resolve_targets(engine, x, target)
+    if weights is not None:
+        raise MethodError("TCAV explains a class of a class-score vector; this output is a dense map or a sequence")
+    return classes

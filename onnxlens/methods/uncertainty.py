@@ -20,6 +20,7 @@ from onnxlens.graph_ops.backward import prepare_for_differentiation
 from onnxlens.graph_ops.dropout import keep_masks, with_dropout
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, resolve_targets, run_method
+from onnxlens.methods.targets import is_weights
 from onnxlens.runtime.cache import CompiledGraphCache
 from onnxlens.runtime.engine import Engine
 
@@ -67,7 +68,10 @@ def explain_under_dropout(engine: Engine, x: np.ndarray, method_name: str, targe
     if samples < 1:
         raise MethodError(f"samples must be at least 1, got {samples}")
     x = engine.check_input(x)
-    target = resolve_targets(engine, x, target)
+    target, weights = (None, target) if is_weights(target) else resolve_targets(engine, x, target)
+    if weights is not None:
+        raise MethodError("mc_dropout's predictive entropy is over a class-score vector; this target is a region "
+                          "or sequence target")
     stochastic = DropoutEngine(engine, before, rate, seed)
     inner = run_method(method_name, stochastic, np.repeat(x, samples, axis=0), np.repeat(target, samples), **params)
     maps = inner.heatmap.reshape(len(x), samples, *inner.heatmap.shape[1:]).astype(np.float64)

@@ -157,9 +157,15 @@ class Engine:
         return score_tensor(self.spec, output or self.output, score)
 
     def one_hot(self, target: np.ndarray, score: str = "logit", output: str | None = None) -> np.ndarray:
-        """Seed cotangents selecting class ``target[i]`` of the score in row i."""
+        """Seed cotangents of the score tensor: class ``target[i]`` in row i, or — a weight
+        tensor per row (region and sequence targets) — ``target`` itself."""
         name = self.score_name(score, output)
         row = self.model.measured_shapes.get(name, self.spec.output(output or self.output).shape)[1:]
+        if np.ndim(target) > 1:
+            if any(isinstance(d, int) and d != t for d, t in zip(row, target.shape[1:])) or len(row) != target.ndim - 1:
+                raise InputShapeError(f"target weights of shape {list(target.shape)} do not fit the score tensor "
+                                      f"{quote(name)} ({list(row)} per row)")
+            return np.asarray(target, np.float32)
         if len(row) != 1 or not isinstance(row[0], int):
             raise InputShapeError(f"the score tensor {quote(name)} is not one vector of class scores per row")
         seed = np.zeros((len(target), row[0]), np.float32)

@@ -23,3 +23,19 @@ def test_readme_first_commands_match_ci():
     assert len(commands) == 2
     for command in commands:
         assert command in ci, f"README command not run by .ci/run: {command}"
+
+
+def test_readme_target_kind_example_runs(tmp_path):
+    """The shell example of the target section, run in a scratch folder beside the models."""
+    import os
+    import subprocess
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```bash\n(.*?)```", readme, flags=re.S) if "seg.onnx" in b)
+    (tmp_path / "models").symlink_to(ROOT / "models")
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(["bash", "-e", "-c", block], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "gradcam: target box=4,4,24,24 class [1]" in run.stdout and "lrp: target predicted class [2]" in run.stdout

@@ -39,7 +39,17 @@ def test_spec_forms(spec, want):
     assert Target.parse(spec) == want
 
 
-@pytest.mark.parametrize("spec, message", [("region=mask.png", "got 'region=mask.png'"), ("", "is empty"),
+@pytest.mark.parametrize("spec, want", [
+    ("class=1,box=0,2.5,8,9", Target(1, box=(0, 2.5, 8, 9))), ("region=m.png,predicted", Target(region="m.png", predicted=True)),
+    ("step=3,class=2", Target(2, step=3)), ("sequence,output=probs", Target(output="probs", sequence=True))])
+def test_kind_forms(spec, want):
+    assert Target.parse(spec) == want
+    assert Target.parse(spec).describe() in spec
+
+
+@pytest.mark.parametrize("spec, message", [("regions=mask.png", "got 'regions=mask.png'"), ("", "is empty"),
+                                           ("box=1,2,3", "box takes four numbers"), ("step=x", "step must be an integer"),
+                                           ("predicted=yes", "got 'predicted=yes'"),
                                            ("class=a", "class must be an integer"), ("class=1,class=2", "each once"),
                                            ("output", "got 'output'")])
 def test_bad_specs_say_what_a_spec_takes(spec, message):
@@ -76,4 +86,40 @@ def test_cli_target_spec(tmp_path, cli, save):
     assert "gradient: output other class [2]" in run.stdout, run.stdout
     assert np.load(tmp_path / "e.npz")["target"].tolist() == [2]
     bad = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "box=3", "--out", tmp_path / "e.npz")
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "box=3" in bad.stderr, bad.stderr
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "'3'" in bad.stderr, bad.stderr
+    bad = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "class=1,region=m.png", "--out",
+              tmp_path / "e.npz")
+    assert bad.returncode != 0 and "a class-score vector: region applies to dense outputs" in bad.stderr, bad.stderr
+
+
+def _segmenter():
+    """Conv (no bias) → Relu → Resize ×2 (linear): a dense [N, 3, 8, 8] map from a 4×4 grid."""
+    w = np.random.default_rng(3).standard_normal((3, 3, 3, 3)).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Resize", ["r", "", "scales"], ["y"], mode="linear")]
+    return make_model(nodes, [vi("x", ["N", 3, 8, 8])], [vi("y", ["N", 3, 8, 8])],
+                      [("w", w), ("scales", np.array([1, 1, 2, 2], np.float32))])
+
+
+def test_lrp_conserves_a_region_of_an_upsampled_map():
+    explainer = Explainer(import_model(_segmenter().SerializeToString()), device="cpu")
+    mask = np.zeros((8, 8), bool)
+    mask[1:5, 2:7] = True
+    e = explainer.explain(X, "lrp", Target(1, region=mask), preset="epsilon", epsilon=1e-9)
+    y = explainer.engine.forward(X)["y"]
+    np.testing.assert_allclose(e.score, (y[:, 1] * mask).sum(axis=(1, 2)), rtol=1e-5)
+    np.testing.assert_allclose(e.diagnostics["relevance_ratio"], 1.0, atol=1e-4)
+    assert not e.warnings
+
+
+def test_inspect_names_each_outputs_target_kinds(cli, save):
+    import json
+
+    run = cli("inspect", save(_segmenter()), "--json")
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["outputs"][0]["targets"] == {
+        "kind": "dense map", "specs": "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
+        "default": "the whole map, the class of the largest sum"}
+    run = cli("inspect", save(_two_heads()))
+    assert run.returncode == 0 and "class scores: class=K" in run.stdout, run.stderr

@@ -1,0 +1,221 @@
+"""Region targets on a segmentation model and step/sequence targets on a CTC-style recognizer,
+against torch autograd, pytorch-grad-cam's SemanticSegmentationTarget and Captum on the same
+modules (skipped without them); the kinds' errors; the command line."""
+
+import copy
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torchvision = pytest.importorskip("torchvision")
+gradcam_lib = pytest.importorskip("pytorch_grad_cam")
+captum_attr = pytest.importorskip("captum.attr")
+from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget  # noqa: E402
+from torch import nn  # noqa: E402
+
+from onnxlens import Explainer, Target  # noqa: E402
+from onnxlens.methods.targets import TargetError  # noqa: E402
+from torch_models import export, prepared  # noqa: E402
+
+SIZE, CLASSES, CATEGORY = 128, 4, 2
+
+
+class Segmenter(nn.Module):
+    """torchvision's FCN (an FCNHead on a dilated ResNet's last stage, upsampled to the input;
+    a ResNet-18 backbone, random weights), its ``out`` map [N, C, H, W]."""
+
+    def __init__(self):
+        super().__init__()
+        from torchvision.models._utils import IntermediateLayerGetter
+        from torchvision.models.segmentation.fcn import FCN, FCNHead
+
+        resnet = torchvision.models.resnet18()
+        self.model = FCN(IntermediateLayerGetter(resnet, {"layer4": "out"}), FCNHead(512, CLASSES))
+
+    def forward(self, x):
+        return self.model(x)["out"]
+
+
+class Recognizer(nn.Module):
+    """A CTC text recognizer's shape: convolutions, the height averaged away, one step per
+    column, log-probabilities over the classes [N, T, C]; no biases, so relevance is conserved
+    exactly."""
+
+    def __init__(self):
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(),
+                                      nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU())
+        self.classify = nn.Linear(8, 6, bias=False)
+
+    def forward(self, x):
+        return torch.log_softmax(self.classify(self.features(x).mean(dim=2).permute(0, 2, 1)), dim=2)
+
+
+def _rel(got, want):
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    torch.manual_seed(0)
+    net = prepared(Segmenter())
+    x = torch.rand(2, 3, SIZE, SIZE)
+    path = tmp_path_factory.mktemp("fcn") / "fcn.onnx"
+    export(net, x, path)
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    mask[8:40, 16:56] = 1
+    return net, x, Explainer(path, device="cpu"), mask, path
+
+
+def _region_score(net, mask):
+    return lambda x: (net(x)[:, CATEGORY] * torch.from_numpy(mask)).sum(dim=(1, 2))
+
+
+def test_region_gradient_ig_and_occlusion_match_torch_and_captum(segmenter):
+    net, x, explainer, mask, _ = segmenter
+    target = Target(CATEGORY, region=mask)
+    xg = x.clone().requires_grad_()
+    _region_score(net, mask)(xg).sum().backward()
+    got = explainer.explain(x.numpy(), "gradient", target)
+    assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4
+    np.testing.assert_allclose(got.score, _region_score(net, mask)(x).detach().numpy(), rtol=1e-4)
+    assert got.target.tolist() == [CATEGORY, CATEGORY] and got.params["target"] == "region=array"
+    exact = _region_score(copy.deepcopy(net).double(), mask.astype(np.float64))
+    want = captum_attr.IntegratedGradients(exact).attribute(x.double(), n_steps=8, method="gausslegendre")
+    # at two of the 16 points a max-pool or ReLU decision lies within float32 rounding of flipping
+    # (1e-3 and 3e-3 there against float64, 7e-7 at the others)
+    assert _rel(explainer.explain(x.numpy(), "integrated_gradients", target, steps=8).attribution, want.numpy()) <= 1e-3
+    want = captum_attr.Occlusion(_region_score(net, mask)).attribute(x, sliding_window_shapes=(3, 16, 16),
+                                                                     strides=(3, 16, 16), baselines=0.0)
+    got = explainer.explain(x.numpy(), "occlusion", target, window=16, stride=16, fill=0.0, score="logit")
+    assert _rel(got.attribution, want.numpy()) <= 1e-4
+
+
+def test_region_gradcam_matches_pytorch_grad_cam(segmenter, monkeypatch):
+    import pytorch_grad_cam.base_cam as base_cam
+
+    monkeypatch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)  # before scaling
+    net, x, explainer, mask, _ = segmenter
+    net = copy.deepcopy(net)
+    layer = [c.name for c in explainer.engine.layers() if "layer4" in c.name][-1]
+    with gradcam_lib.GradCAM(model=net, target_layers=[net.model.backbone.layer4]) as cam:
+        want = cam(input_tensor=x.clone(), targets=[SemanticSegmentationTarget(CATEGORY, mask)] * len(x))
+    got = explainer.explain(x.numpy(), "gradcam", Target(CATEGORY, region=mask), layer=layer)
+    assert _rel(got.layer_map, want) <= 1e-4
+
+
+def test_box_predicted_and_default_targets_weigh_the_right_pixels(segmenter, tmp_path):
+    net, x, explainer, _, _ = segmenter
+    with torch.no_grad():
+        out = net(x).numpy()
+    box = np.zeros((SIZE, SIZE), np.float32)
+    box[4:20, 10:30] = 1  # box=x0,y0,x1,y1 = 10,4,30,20
+    e = explainer.explain(x.numpy(), "gradient", f"class={CATEGORY},box=10,4,30,20")
+    np.testing.assert_allclose(e.score, (out[:, CATEGORY] * box).sum(axis=(1, 2)), rtol=1e-4)
+    labels = out.argmax(axis=1)
+    common = np.bincount(labels.ravel()).argmax()  # a class some pixels of every row are predicted as
+    assert all((row == common).any() for row in labels)
+    e = explainer.explain(x.numpy(), "gradient", Target(int(common), predicted=True))
+    np.testing.assert_allclose(e.score, (out[:, common] * (labels == common)).sum(axis=(1, 2)), rtol=1e-4)
+    rare = np.bincount(labels.ravel(), minlength=CLASSES).argmin()
+    with pytest.raises(TargetError, match="holds no pixel predicted as its class in row"):
+        explainer.explain(x.numpy(), "gradient", Target(int(rare), predicted=True))
+    default = explainer.explain(x.numpy(), "gradient")  # the whole map, the class of the largest sum
+    np.testing.assert_array_equal(default.target, out.sum(axis=(2, 3)).argmax(axis=1))
+    np.testing.assert_allclose(default.score, out.sum(axis=(2, 3)).max(axis=1), rtol=1e-4)
+    from PIL import Image
+
+    Image.fromarray((box * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    e = explainer.explain(x.numpy(), "gradient", f"class={CATEGORY},region={tmp_path / 'mask.png'}")
+    np.testing.assert_allclose(e.score, (out[:, CATEGORY] * box).sum(axis=(1, 2)), rtol=1e-4)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("step=3", "a dense map: step applies to sequence outputs"),
+    ("class=2,box=0,0,199,10", "box 0,0,199,10 must satisfy"),
+    ("class=9", r"class index in 0\.\.3"),
+    ("region=/nonexistent/mask.png", "cannot read the region mask"),
+])
+def test_dense_target_errors_name_the_output(segmenter, spec, message):
+    with pytest.raises(TargetError, match=message):
+        segmenter[2].explain(segmenter[1].numpy(), "gradient", spec)
+
+
+def test_region_mask_of_another_size_is_refused(segmenter):
+    with pytest.raises(TargetError, match=r"mask has shape \[2, 10, 10\]"):
+        segmenter[2].explain(segmenter[1].numpy(), "gradient", Target(1, region=np.ones((10, 10))))
+
+
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    torch.manual_seed(1)
+    net = Recognizer().eval()
+    x = torch.rand(3, 3, 16, 40)
+    path = tmp_path_factory.mktemp("ocr") / "ocr.onnx"
+    export(net, x, path)
+    return net, x, Explainer(path, device="cpu")
+
+
+@pytest.mark.parametrize("score", ["probability", "logit"])
+def test_sequence_and_step_targets_match_torch(recognizer, score):
+    net, x, explainer = recognizer
+    readout = net if score == "probability" else lambda t: net.classify(net.features(t).mean(dim=2).permute(0, 2, 1))
+    with torch.no_grad():
+        path = net(x).argmax(dim=2)
+    weights = torch.nn.functional.one_hot(path, 6).float()  # the greedy path; log-probabilities: its log-likelihood
+    xg = x.clone().requires_grad_()
+    (readout(xg) * weights).sum().backward()
+    got = explainer.explain(x.numpy(), "gradient", "sequence", score=score)
+    assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4
+    assert got.target.tolist() == [-1, -1, -1]
+    xg = x.clone().requires_grad_()
+    readout(xg)[:, 7, 4].sum().backward()
+    got = explainer.explain(x.numpy(), "gradient", "step=7,class=4", score=score)
+    assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4 and got.target.tolist() == [4, 4, 4]
+
+
+def test_sequence_occlusion_matches_captum(recognizer):
+    net, x, explainer = recognizer
+    with torch.no_grad():
+        weights = torch.nn.functional.one_hot(net(x).argmax(dim=2), 6).float()
+    want = captum_attr.Occlusion(lambda t: (net(t).exp() * weights).sum(dim=(1, 2))).attribute(
+        x, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8), baselines=0.0)
+    got = explainer.explain(x.numpy(), "occlusion", "sequence", window=8, stride=8, fill=0.0, score="probability")
+    assert _rel(got.attribution, want.numpy()) <= 1e-4
+
+
+@pytest.mark.parametrize("spec, message", [("region=m.png", "a sequence: region applies to dense outputs"),
+                                           ("class=2", "give step=t with class=K"),
+                                           ("step=40", r"step must be in 0\.\.39")])
+def test_sequence_target_errors(recognizer, spec, message):
+    with pytest.raises(TargetError, match=message):
+        recognizer[2].explain(recognizer[1].numpy(), "gradient", spec)
+
+
+def test_cli_explains_a_region(segmenter, tmp_path, cli):
+    from PIL import Image
+
+    _, x, _, mask, path = segmenter
+    Image.fromarray((mask * 255).astype(np.uint8)).save(tmp_path / "mask.png")
+    np.save(tmp_path / "x.npy", x.numpy()[:1])
+    run = cli("explain", path, "--input", tmp_path / "x.npy", "--method", "gradcam", "--target",
+              f"class={CATEGORY},region={tmp_path / 'mask.png'}", "--out", tmp_path / "e.npz")
+    assert run.returncode == 0, run.stderr
+    assert f"class [{CATEGORY}]" in run.stdout and "region=" in run.stdout, run.stdout
+
+
+@pytest.mark.parametrize("method", ["lrp", "gradcam", "deeplift", "rise"])
+@pytest.mark.parametrize("kind", ["region", "sequence"])
+def test_every_family_explains_each_kind(method, kind, segmenter, recognizer):
+    if kind == "region":
+        _, x, explainer, mask, _ = segmenter
+        target = Target(CATEGORY, region=mask)
+    else:
+        _, x, explainer = recognizer
+        target = Target(sequence=True)
+    e = explainer.explain(x.numpy(), method, target, **({"masks": 64} if method == "rise" else {}))
+    assert np.isfinite(e.attribution).all() and np.abs(e.heatmap).max() > 0 and not e.warnings
+    if method == "lrp":  # relevance sums to the explained score (biases take their share, as on classifiers)
+        low = 0.5 if kind == "region" else 0.999
+        assert ((e.diagnostics["relevance_ratio"] > low) & (e.diagnostics["relevance_ratio"] < 1.001)).all()
