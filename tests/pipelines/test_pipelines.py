@@ -236,7 +236,8 @@ def _cli_env():
 
 
 def test_resume_after_kill_recomputes_only_missing_batches(tmp_path):
-    config = _config(tmp_path, dataset={"limit": 48}, batch_size=2, methods=["gradient", "integrated_gradients"])
+    batches = 8
+    config = _config(tmp_path, dataset={"limit": 2 * batches}, batch_size=2, methods=["gradient", "integrated_gradients"])
     (tmp_path / "audit.json").write_text(json.dumps(config))
     command = [sys.executable, "-m", "onnxlens.cli", "audit", str(tmp_path / "audit.json")]
     proc = subprocess.Popen(command, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -244,19 +245,19 @@ def test_resume_after_kill_recomputes_only_missing_batches(tmp_path):
     explained = tmp_path / "run" / "batches" / "explain"
     deadline = time.time() + 120
     try:
-        while time.time() < deadline and len(list(explained.rglob("*.npz"))) < 6 and proc.poll() is None:
+        while time.time() < deadline and len(list(explained.rglob("*.npz"))) < 3 and proc.poll() is None:
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finished = len(list(explained.rglob("*.npz"))) + len(list((tmp_path / "run" / "batches" / "evaluate").glob("*.json")))
-    assert 6 <= finished < 24 * 3, "the audit was not killed mid-run"
+    assert 3 <= finished < batches * 3, "the audit was not killed mid-run"
     assert not list((tmp_path / "run").rglob("*.tmp"))  # nothing half-written survives as a result
     result = subprocess.run(command, env=_cli_env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     resumed = json.loads((tmp_path / "run" / "results.json").read_text())
     assert resumed["provenance"]["tasks_reused"] >= finished
-    assert resumed["provenance"]["tasks_computed"] == 24 * 3 - resumed["provenance"]["tasks_reused"]
+    assert resumed["provenance"]["tasks_computed"] == batches * 3 - resumed["provenance"]["tasks_reused"]
     uninterrupted = audit.audit_directly({**config, "output": str(tmp_path / "clean")})
     assert _without_timing(resumed["evaluation"]) == _without_timing(uninterrupted["evaluation"])
 
@@ -284,7 +285,8 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
 def test_kill_9_of_an_audit_leaves_no_api_server(tmp_path):
-    config = _config(tmp_path, dataset={"limit": 48}, batch_size=2, methods=["gradient", "integrated_gradients"])
+    batches = 8
+    config = _config(tmp_path, dataset={"limit": 2 * batches}, batch_size=2, methods=["gradient", "integrated_gradients"])
     (tmp_path / "audit.json").write_text(json.dumps(config))
     proc = subprocess.Popen([sys.executable, "-m", "onnxlens.cli", "audit", str(tmp_path / "audit.json")],
                             env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
