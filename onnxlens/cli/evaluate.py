@@ -38,7 +38,8 @@ def evaluate(
     input_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz input.")] = None,
     masks_key: Annotated[Optional[str], typer.Option(help="Array name inside an .npz of masks.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Evaluate only the first N inputs.")] = None,
-    target: Annotated[Optional[int], typer.Option(help="Class to explain (default: the predicted class).")] = None,
+    target: Annotated[Optional[str], typer.Option(
+        help="Class to explain (default: the predicted class), or a target spec as explain takes it.")] = None,
     param: Annotated[list[str], typer.Option(help="NAME.key=value for a method or metric (repeatable).")] = [],  # noqa: B006
     baselines: Annotated[bool, typer.Option(help="Score model-free saliency baselines beside the methods.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
@@ -51,10 +52,12 @@ def evaluate(
     from onnxlens.evaluation.evaluate import route_params
     from onnxlens.files import write_json
     from onnxlens.methods.registry import run_method
+    from onnxlens.methods.targets import Target
 
     json_out(out)
     methods, metrics = names(method), names(metric)
     method_params, metric_params = route_params(params_by_name(param), methods, metrics)
+    target = None if target is None else Target.parse(target)
     explainer, spec, prep = images.open(model)
     x = explainer.engine.check_input(load_inputs(input, input_key, spec, prep))[:limit]
     truth = None if masks is None else load_array(masks, masks_key, "masks")[: len(x)]

@@ -102,12 +102,14 @@ def _masks(engine, x, masks, boxes):
     return masks.astype(bool)
 
 
-def _baseline_explanations(engine, x, names, target: np.ndarray) -> dict[str, Explanation]:
-    """Model-free maps as explanations of ``target`` (the class the methods explained, which
-    faithfulness metrics score); the attribution spreads each map evenly over the channels."""
+def _baseline_explanations(engine, x, names, explained: Explanation) -> dict[str, Explanation]:
+    """Model-free maps as explanations of the target ``explained`` has (which faithfulness
+    metrics score); the attribution spreads each map evenly over the channels."""
     maps = baseline_maps(x, engine.spec.image_input.layout, names)
-    return {f"{BASELINE_PREFIX}{name}": Explanation(spread_over_channels(m, x, engine.channel_axis), m, target,
-                                                    np.zeros(len(x)), name)
+    target = {k: explained.params[k] for k in ("output", "target") if k in explained.params}
+    return {f"{BASELINE_PREFIX}{name}": Explanation(spread_over_channels(m, x, engine.channel_axis), m,
+                                                    explained.target, np.zeros(len(x)), name, params=dict(target),
+                                                    weights=explained.weights)
             for name, m in maps.items()}
 
 
@@ -152,7 +154,7 @@ def evaluate(
         raise MetricError(f"parameters given for metric(s) not run: {', '.join(map(quote, unknown))}")
     explained = _explanations(engine, x, explanations, target)
     first = next(iter(explained.values()))
-    model_free = _baseline_explanations(engine, x, baselines, first.target) if baselines else {}
+    model_free = _baseline_explanations(engine, x, baselines, first) if baselines else {}
 
     subjects = {name: {**explained, **(model_free if metric_info(name).family in BASELINE_FAMILIES else {})}
                 for name in chosen}

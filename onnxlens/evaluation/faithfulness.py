@@ -20,7 +20,7 @@ from onnxlens.evaluation.perturbation import (
 )
 from onnxlens.methods.scoring import blurred, class_score, pixel_mask, scores_of_variants
 from onnxlens.evaluation.maps import checked_heatmap
-from onnxlens.evaluation.registry import MetricError, metric
+from onnxlens.evaluation.registry import MetricError, metric, scored
 
 
 def _curves(ctx, e, start, end, steps, score, most_relevant_first=True, patch=1):
@@ -33,7 +33,7 @@ def _curves(ctx, e, start, end, steps, score, most_relevant_first=True, patch=1)
         masks = _region_masks(heatmap[i], steps, most_relevant_first, patch)
         return np.where(pixel_mask(engine, masks), end[i], start[i])
 
-    return scores_of_variants(engine, len(ctx.x), variants, e.target, score)
+    return scores_of_variants(engine, len(ctx.x), variants, scored(e), score)
 
 
 def _region_masks(heatmap, steps, most_relevant_first, patch):
@@ -108,8 +108,8 @@ def faithfulness_correlation(ctx, e, *, subset_size: int = 224, runs: int = 100,
             subsets[i, r, rng.choice(n_pixels, subset_size, replace=False)] = True
     subsets = subsets.reshape(len(x), runs, *heatmap.shape[1:])
     end = substrate(engine, x, substrate_kind, ctx.seed)
-    drops = class_score(engine, x, e.target, score)[:, None] - scores_of_variants(
-        engine, len(x), lambda i: np.where(pixel_mask(engine, subsets[i]), end[i], x[i]), e.target, score)
+    drops = class_score(engine, x, scored(e), score)[:, None] - scores_of_variants(
+        engine, len(x), lambda i: np.where(pixel_mask(engine, subsets[i]), end[i], x[i]), scored(e), score)
     sums = (subsets * heatmap[:, None]).sum(axis=(2, 3))
     values = [pearsonr(s, d)[0] if np.std(s) > 0 and np.std(d) > 0 else np.nan for s, d in zip(sums, drops)]
     return {"per_image": values}
@@ -124,8 +124,8 @@ def infidelity(ctx, e, *, noise: float = 0.1, samples: int = 50, normalize: bool
     engine, x = ctx.engine, ctx.x
     rng = np.random.default_rng(ctx.seed)
     perturbations = rng.normal(0.0, noise, (len(x), samples, *x.shape[1:])).astype(np.float32)
-    drops = class_score(engine, x, e.target, score)[:, None] - scores_of_variants(
-        engine, len(x), lambda i: x[i] - perturbations[i], e.target, score)
+    drops = class_score(engine, x, scored(e), score)[:, None] - scores_of_variants(
+        engine, len(x), lambda i: x[i] - perturbations[i], scored(e), score)
     dots = (perturbations.reshape(len(x), samples, -1).astype(np.float64)
             * e.attribution.reshape(len(x), 1, -1)).sum(axis=2)
     if normalize:
@@ -207,6 +207,6 @@ def road(ctx, e, *, percentages: str = "10,20,30,40,50,60,70,80,90", order: str 
         rows = np.stack(rows)
         return np.moveaxis(rows, -1, 1) if engine.channel_axis == 1 else rows
 
-    curves = scores_of_variants(engine, len(x), variants, e.target, score)
+    curves = scores_of_variants(engine, len(x), variants, scored(e), score)
     return {"per_image": curves.mean(axis=1), "curve": curves.mean(axis=0), "curves": curves,
             "percentages": fractions * 100, "higher_is_better": order == "lerf"}

@@ -72,6 +72,16 @@ def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks
     return register
 
 
+#: families whose metrics re-explain or attack for a class (not yet for region or sequence targets)
+REEXPLAINING = ("robustness", "sanity")
+
+
+def scored(e: Explanation) -> np.ndarray:
+    """What faithfulness metrics score for ``e``: its target's weights (region and sequence
+    targets), else its class per row."""
+    return e.target if e.weights is None else e.weights
+
+
 def explain_again(ctx: EvalContext, e: Explanation, x: np.ndarray | None = None, target=None, engine=None):
     """Run ``e``'s method again with its parameters — on other inputs, for other targets or on
     another engine (a randomized model) — for metrics that perturb and re-explain."""
@@ -94,9 +104,13 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     """One metric on one explanation of the batch, as a JSON-ready dict."""
     info = metric_info(name)
     params = coerce_params(info, params, "metric", MetricError)
-    if explanation.params.get("target"):
-        raise MetricError(f"metric {quote(name)} scores a class of a class-score vector; the explanation's target "
-                          f"{quote(explanation.params['target'])} is a region or sequence target")
+    spec = explanation.params.get("target")
+    if explanation.weights is not None and info.family in REEXPLAINING:
+        raise MetricError(f"metric {quote(name)} re-explains for classes of a class-score vector; the explanation's "
+                          f"target is {quote(spec) if spec else 'a class of a dense map or a sequence'}")
+    if spec and explanation.weights is None:
+        raise MetricError(f"metric {quote(name)} needs the weights of the explanation's target {quote(spec)}, "
+                          "which it does not carry")
     if explanation.params.get("output"):
         ctx = replace(ctx, engine=ctx.engine.with_output(explanation.params["output"]))
     start = time.perf_counter()

@@ -46,10 +46,14 @@ class Explanation:
     timings: dict = field(default_factory=dict)  #: seconds per phase
     diagnostics: dict = field(default_factory=dict)  #: e.g. Integrated Gradients' completeness gap
     warnings: list = field(default_factory=list)  #: one line each: a result to read with care, and why
+    #: a region or sequence target's weights over the score tensor, one row per input (None for
+    #: a class of a class-score vector): what metrics score
+    weights: np.ndarray | None = None
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The explanation as named arrays, the one .npz format of ``explain --out`` and of an
-        audit's run folder: attribution, heatmap, target, score, layer_map (if any), method,
+        audit's run folder: attribution, heatmap, target, score, layer_map and target_weights
+        (if any), method,
         params (JSON), seconds, and as ``diagnostics/NAME`` every diagnostic with one row per
         input (e.g. MC dropout's ``heatmap_std``; of a per-tensor one such as LRP's
         conservation gap, the input's entry, which comes first)."""
@@ -60,6 +64,8 @@ class Explanation:
                   "seconds": np.asarray(float(self.timings.get("total", 0.0)))}
         if self.layer_map is not None:
             arrays["layer_map"] = self.layer_map
+        if self.weights is not None:
+            arrays["target_weights"] = self.weights
         for name, value in self.diagnostics.items():
             if isinstance(value, dict) and value:
                 value = next(iter(value.values()))
@@ -74,7 +80,8 @@ class Explanation:
         return cls(arrays["attribution"], arrays["heatmap"], arrays["target"], arrays["score"], str(arrays["method"]),
                    json.loads(str(arrays["params"])), arrays["layer_map"] if "layer_map" in names else None,
                    {"total": float(arrays["seconds"])},
-                   {k.split("/", 1)[1]: arrays[k] for k in names if k.startswith("diagnostics/")})
+                   {k.split("/", 1)[1]: arrays[k] for k in names if k.startswith("diagnostics/")},
+                   weights=arrays["target_weights"] if "target_weights" in names else None)
 
     def save_npz(self, path: str | Path) -> None:
         """``to_arrays`` into a compressed .npz file."""
@@ -87,7 +94,8 @@ class Explanation:
                            self.method, self.params, None if self.layer_map is None else self.layer_map[rows],
                            {"total": self.timings.get("total", 0.0) * len(rows) / max(1, len(self.score))},
                            {k: v[rows] for k, v in self.diagnostics.items()
-                            if isinstance(v, np.ndarray) and v.shape[:1] == self.score.shape}, list(self.warnings))
+                            if isinstance(v, np.ndarray) and v.shape[:1] == self.score.shape}, list(self.warnings),
+                           None if self.weights is None else self.weights[rows])
 
     @classmethod
     def concatenate(cls, parts: list[Explanation]) -> Explanation:
@@ -98,10 +106,11 @@ class Explanation:
         diagnostics = {k.split("/", 1)[1]: np.concatenate([c[k] for c in columns])
                        for k in columns[0] if k.startswith("diagnostics/") and all(k in c for c in columns)
                        and len({c[k].shape[1:] for c in columns}) == 1}
-        layer_maps = [e.layer_map for e in parts]
+        layer_maps, weights = [e.layer_map for e in parts], [e.weights for e in parts]
         return cls(*(np.concatenate([getattr(e, name) for e in parts])
                      for name in ("attribution", "heatmap", "target", "score")),
                    first.method, first.params,
                    np.concatenate(layer_maps) if all(m is not None for m in layer_maps) else None,
                    {"total": sum(e.timings.get("total", 0.0) for e in parts)}, diagnostics,
-                   list(dict.fromkeys(w for e in parts for w in e.warnings)))
+                   list(dict.fromkeys(w for e in parts for w in e.warnings)),
+                   np.concatenate(weights) if all(w is not None for w in weights) else None)

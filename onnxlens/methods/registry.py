@@ -111,7 +111,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     start = time.perf_counter()
     classes, weights = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, classes if weights is None else weights, **params)
-    explanation.target = classes
+    explanation.target, explanation.weights = classes, weights
     explanation.timings.setdefault("total", time.perf_counter() - start)
     deviation = engine.twin_deviation(x)
     if deviation is not None:
