@@ -68,18 +68,20 @@ def unconserved(total: np.ndarray, values: np.ndarray, max_gap: float) -> list[s
 @method("lrp")
 def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float = 1e-6, gamma: float = 0.25,
         alpha: float = 2.0, beta: float = 1.0, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
-        layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
+        zero_bias: bool = False, layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
     """Layer-wise relevance propagation with a Zennit composite (``preset``: one of
     epsilon, epsilon_plus, epsilon_plus_flat, epsilon_alpha2_beta1, epsilon_alpha2_beta1_flat,
     epsilon_gamma_box, deep_taylor). The output relevance is the explained score; attribution =
     input relevance, heatmap = its sum over channels; ``layer`` adds that tensor's relevance
     (summed over channels) as ``layer_map``; ``diagnostics['conservation_gap']`` gives
     |Σ relevance − score| at the input and at every candidate layer, ``relevance_ratio`` Σ input
-    relevance / score; |Σ relevance − score| above ``max_gap`` × the mean |score| adds a warning."""
+    relevance / score; |Σ relevance − score| above ``max_gap`` × the mean |score| adds a warning.
+    ``zero_bias`` leaves biases (BatchNorm's folded shifts too) out of every layer's z, as
+    Zennit's ``zero_params='bias'``: relevance is then conserved where biases would absorb it."""
     if preset not in PRESETS:
         raise MethodError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     return _relevance(engine, x, target, preset, layer, score, max_gap, epsilon=epsilon, gamma=gamma, alpha=alpha,
-                      beta=beta, low=low, high=high, stabilizer=stabilizer)
+                      beta=beta, low=low, high=high, stabilizer=stabilizer, zero_bias=zero_bias)
 
 
 @method("deep_taylor")

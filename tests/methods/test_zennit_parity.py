@@ -95,3 +95,17 @@ def test_composite_matches_zennit(preset, setup):
     want = want.numpy()
     got = explainer.explain(x.numpy(), "lrp", preset=preset, target=TARGETS).attribution
     assert np.linalg.norm(got - want) / np.linalg.norm(want) <= 1e-4
+
+
+@pytest.mark.parametrize("preset, make", [("epsilon_plus_flat", zennit_composites.EpsilonPlusFlat),
+                                          ("epsilon_alpha2_beta1", zennit_composites.EpsilonAlpha2Beta1)])
+def test_zero_bias_matches_zennit_zero_params(preset, make, setup):
+    """Biases (the folded BatchNorm shifts among them) left out of z: Zennit's zero_params='bias'."""
+    net, x, explainer = setup
+    one_hot = torch.eye(5, dtype=torch.float64)[TARGETS]
+    composite = make(canonizers=[SequentialMergeBatchNorm()], zero_params="bias")
+    with Gradient(model=copy.deepcopy(net).double(), composite=composite) as attributor:
+        _, want = attributor(x.double(), lambda out: out * one_hot)
+    got = explainer.explain(x.numpy(), "lrp", preset=preset, target=TARGETS, zero_bias=True)
+    # without their biases some neurons' z come near zero, where float32 rounding grows (1.6e-4 here)
+    assert np.linalg.norm(got.attribution - want.numpy()) / np.linalg.norm(want.numpy()) <= 3e-4

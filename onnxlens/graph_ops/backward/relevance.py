@@ -78,16 +78,23 @@ def separate_bias(ctx) -> tuple[str, np.ndarray] | None:
     return readers[0].output[0], bias
 
 
-def epsilon_rule(epsilon: float):
+def epsilon_rule(epsilon: float, zero_bias: bool = False):
     """R_in_i = x_i ⊙ (∂z/∂x_i)ᵀ(R / stab(z)) for every needed input: the ε rule on a linear
-    layer, Zennit's Norm rule on a sum or an average pool."""
+    layer, Zennit's Norm rule on a sum or an average pool. ``zero_bias``: a layer's bias is
+    left out of z (Zennit's ``zero_params='bias'``), so the layer passes on all it receives."""
 
     def rule(ctx: RuleContext):
         g = ctx.g
         if ctx.node.op_type == "Add" and any(ctx.const(i) is not None for i in ctx.inputs):
             return VJP_RULES["Add"](ctx)  # a bias add or a constant shift: relevance passes on
         biased = separate_bias(ctx)
-        z = ctx.outputs[0] if biased is None else biased[0]
+        z = ctx.outputs[0] if biased is None or zero_bias else biased[0]
+        op = ctx.node.op_type
+        if zero_bias and op in ("Conv", "Gemm") and len(ctx.inputs) > 2 and ctx.inputs[2]:
+            bias = ctx.require_const(2, "the bias") * (ctx.attr("beta", 1.0) if op == "Gemm" else 1)
+            if op == "Conv":  # [C] against [N, C, spatial…]
+                bias = bias.reshape(1, -1, *[1] * (len(ctx.shape(z)) - 2))
+            z = g.op("Sub", z, g.const(bias, "lrp_bias", bias.dtype))
         scaled = g.op("Div", ctx.ct, stabilize(ctx, z, epsilon))
         grads = VJP_RULES[ctx.node.op_type](replace(ctx, cts=[scaled] + list(ctx.cts[1:])))
         return [g.op("Mul", x, d) if need and d is not None else None
@@ -210,9 +217,10 @@ def variable_product(linear, stabilizer: float):
 
 class LinearLayer:
     """A Conv, Gemm or MatMul (constant 2-D right operand; its bias from the Add that follows,
-    :func:`separate_bias`) node's forward and adjoint with replaced parameters, inside a rule."""
+    :func:`separate_bias`) node's forward and adjoint with replaced parameters, inside a rule;
+    ``zero_bias``: as if it had no bias."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, zero_bias: bool = False):
         self.ctx = ctx
         self.weight = ctx.require_const(1, "the weight")
         if ctx.node.op_type == "MatMul" and self.weight.ndim != 2:
@@ -224,6 +232,8 @@ class LinearLayer:
             self.bias = biased[1]
         if ctx.node.op_type == "Gemm" and self.bias is not None:
             self.bias = self.bias * ctx.attr("beta", 1.0)
+        if zero_bias:
+            self.bias = None
 
     def forward(self, x: str, weight: np.ndarray, bias: np.ndarray | None) -> str:
         ctx, g = self.ctx, self.ctx.g
@@ -273,9 +283,9 @@ def _signed_terms(layer, g, xp, xn, ct, w_for_pos, w_for_neg, bias, stabilizer, 
     return out if xn is None else g.op("Add", out, g.op("Mul", xn, layer.adjoint(s, w_for_neg)))
 
 
-def zplus_rule(stabilizer: float = 1e-6):
+def zplus_rule(stabilizer: float = 1e-6, zero_bias: bool = False):
     def rule(ctx):
-        layer, g = LinearLayer(ctx), ctx.g
+        layer, g = LinearLayer(ctx, zero_bias), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
         return [_signed_terms(layer, g, xp, xn, ctx.ct, wp, wn, layer.pos(layer.bias), stabilizer)]
@@ -283,12 +293,12 @@ def zplus_rule(stabilizer: float = 1e-6):
     return rule
 
 
-def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6):
+def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6, zero_bias: bool = False):
     if alpha < 0 or beta < 0 or abs(alpha - beta - 1) > 1e-12:
         raise ValueError(f"alpha and beta must be non-negative with alpha - beta = 1, got {alpha}, {beta}")
 
     def rule(ctx):
-        layer, g = LinearLayer(ctx), ctx.g
+        layer, g = LinearLayer(ctx, zero_bias), ctx.g
         xp, xn = _split_inputs(ctx)
         wp, wn = layer.pos(layer.weight), layer.neg(layer.weight)
 
@@ -299,9 +309,9 @@ def alpha_beta_rule(alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1
     return rule
 
 
-def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
+def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6, zero_bias: bool = False):
     def rule(ctx):
-        layer, g = LinearLayer(ctx), ctx.g
+        layer, g = LinearLayer(ctx, zero_bias), ctx.g
         xp, xn = _split_inputs(ctx)
         w, b = layer.weight, layer.bias
         up = lambda a: None if a is None else a + gamma * np.maximum(a, 0)  # noqa: E731
@@ -317,9 +327,9 @@ def gamma_rule(gamma: float = 0.25, stabilizer: float = 1e-6):
     return rule
 
 
-def zbox_rule(low, high, stabilizer: float = 1e-6):
+def zbox_rule(low, high, stabilizer: float = 1e-6, zero_bias: bool = False):
     def rule(ctx):
-        layer, g = LinearLayer(ctx), ctx.g
+        layer, g = LinearLayer(ctx, zero_bias), ctx.g
         x = ctx.inputs[0]
         bounds = []
         for value in (low, high):
@@ -399,6 +409,9 @@ class RuleParams:
     low: object = 0.0  #: z^B's lower input bound: a number or an array broadcastable to the input
     high: object = 1.0
     stabilizer: float = 1e-6
+    #: biases left out of every layer's z (Zennit's ``zero_params='bias'``): each layer passes on
+    #: all the relevance it receives, where otherwise biases absorb their share
+    zero_bias: bool = False
 
 
 #: Rule name → the rule, given the parameters.
@@ -407,12 +420,12 @@ RULES = {
     "norm": lambda p: epsilon_rule(p.stabilizer),
     "product": lambda p: product_rule(p.stabilizer),
     "layer_norm": lambda p: layer_norm_rule(p.stabilizer),
-    "epsilon": lambda p: epsilon_rule(p.epsilon),
-    "zplus": lambda p: zplus_rule(p.stabilizer),
-    "alpha_beta": lambda p: alpha_beta_rule(p.alpha, p.beta, p.stabilizer),
-    "gamma": lambda p: gamma_rule(p.gamma, p.stabilizer),
+    "epsilon": lambda p: epsilon_rule(p.epsilon, p.zero_bias),
+    "zplus": lambda p: zplus_rule(p.stabilizer, p.zero_bias),
+    "alpha_beta": lambda p: alpha_beta_rule(p.alpha, p.beta, p.stabilizer, p.zero_bias),
+    "gamma": lambda p: gamma_rule(p.gamma, p.stabilizer, p.zero_bias),
     "flat": lambda p: flat_rule(p.stabilizer),
-    "zbox": lambda p: zbox_rule(p.low, p.high, p.stabilizer),
+    "zbox": lambda p: zbox_rule(p.low, p.high, p.stabilizer, p.zero_bias),
 }
 
 
