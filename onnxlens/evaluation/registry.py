@@ -19,6 +19,7 @@ from onnxlens.errors import OnnxLensError, quote
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
+from onnxlens.methods.targets import Target, detection_engine
 
 
 
@@ -105,14 +106,17 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     info = metric_info(name)
     params = coerce_params(info, params, "metric", MetricError)
     spec = explanation.params.get("target")
+    target = Target.parse(spec) if spec else Target()
     if explanation.weights is not None and info.family in REEXPLAINING:
         raise MetricError(f"metric {quote(name)} re-explains for classes of a class-score vector; the explanation's "
                           f"target is {quote(spec) if spec else 'a class of a dense map or a sequence'}")
-    if spec and explanation.weights is None:
+    if spec and explanation.weights is None and not target.detection:
         raise MetricError(f"metric {quote(name)} needs the weights of the explanation's target {quote(spec)}, "
                           "which it does not carry")
     if explanation.params.get("output"):
         ctx = replace(ctx, engine=ctx.engine.with_output(explanation.params["output"]))
+    if target.detection:  # the box's class scores, the output its method explained
+        ctx = replace(ctx, engine=detection_engine(ctx.engine, target, ctx.x)[0])
     start = time.perf_counter()
     result = info.fn(ctx, explanation, **params)
     per_image = np.asarray(result.pop("per_image"), dtype=np.float64)

@@ -14,7 +14,7 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.targets import Target, resolve
+from onnxlens.methods.targets import Target, detection_engine, resolve
 
 
 class MethodError(OnnxLensError):
@@ -108,7 +108,10 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     x = engine.check_input(x)
     engine = engine.for_input(x).with_options(ste, precision)
     engine = engine.with_output(target.output) if target.output else engine  # else the engine's own
+    output, described = engine.output, target.describe()
     start = time.perf_counter()
+    if target.detection:  # one box's class scores, as a class-score output of its own
+        engine, target = detection_engine(engine, target, x)
     classes, weights = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, classes if weights is None else weights, **params)
     explanation.target, explanation.weights = classes, weights
@@ -120,7 +123,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     if ste == "clipped":
         explanation.warnings += saturation_warnings(engine, x, explanation)
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
-    explanation.params.update({k: v for k, v in (("output", engine.output), ("target", target.describe())) if v})
+    explanation.params.update({k: v for k, v in (("output", output), ("target", described)) if v})
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,9 @@ class TargetError(OnnxLensError):
 
 #: the keys a target spec takes, and the ones that stand alone
 KEYS = ("class", "output", "region", "box", "step")
-FLAGS = ("predicted", "sequence")
+FLAGS = ("predicted", "sequence", "objectness")
+#: the extra output a detection target adds: one box's class scores [N, C]
+BOX_OUTPUT = "onnxlens_box"
 
 
 @dataclass(frozen=True)
@@ -39,20 +41,22 @@ class Target:
     mask file — ``.npy`` or an image — or an array [H, W] or [N, H, W]; nonzero is inside), over
     ``box`` (x0, y0, x1, y1 in input pixels) and/or over the ``predicted`` pixels of the class; on
     a sequence output, at ``step`` t, or along the greedy-decoded path (``sequence``, the default
-    there)."""
+    there); on a detector's boxes [N, B, 4 (+1) + C] or [N, 4 (+1) + C, B], ``box`` I (an int):
+    that box's class scores, times its ``objectness`` (column 4) where the model has one."""
 
     cls: int | Sequence[int] | None = None
     output: str | None = None
     region: str | Path | np.ndarray | None = None
-    box: tuple[float, float, float, float] | None = None
+    box: tuple[float, float, float, float] | int | None = None
     predicted: bool = False
     step: int | None = None
     sequence: bool = False
+    objectness: bool = False
 
     @classmethod
     def parse(cls, spec: str) -> Target:
         """``"3"`` (a class), or comma-separated ``class=K``, ``output=NAME``, ``region=MASK``,
-        ``box=x0,y0,x1,y1``, ``predicted``, ``step=T``, ``sequence``."""
+        ``box=x0,y0,x1,y1`` or ``box=I``, ``predicted``, ``step=T``, ``sequence``, ``objectness``."""
         text = spec.strip()
         if text.lstrip("-").isdigit():
             return cls(cls=int(text))
@@ -65,9 +69,11 @@ class Target:
             if not part:
                 continue
             key, sep, value = (p.strip() for p in part.partition("="))
-            if key == "box" and sep:  # its four numbers are comma-separated too
-                value = ",".join([value, *parts[:3]])
-                parts = parts[3:]
+            if key == "box" and sep:  # a region's four numbers are comma-separated too
+                more = 0
+                while more < 3 and more < len(parts) and "=" not in parts[more] and parts[more] not in FLAGS:
+                    more += 1
+                value, parts = ",".join([value, *parts[:more]]), parts[more:]
             if key in FLAGS and not sep and key not in fields:
                 fields[key] = True
             elif sep and key in KEYS and key not in fields and value:
@@ -79,16 +85,23 @@ class Target:
         return cls(cls=_integer(spec, "class", fields.get("class")), output=fields.get("output"),
                    region=fields.get("region"), box=_box(spec, fields.get("box")),
                    predicted=bool(fields.get("predicted")), step=_integer(spec, "step", fields.get("step")),
-                   sequence=bool(fields.get("sequence")))
+                   sequence=bool(fields.get("sequence")), objectness=bool(fields.get("objectness")))
 
     def describe(self) -> str:
         """The spec of this target's kind beyond its class and output (empty for a class)."""
         region = self.region if self.region is None or isinstance(self.region, (str, Path)) else "array"
         parts = [f"region={region}" if region is not None else "",
+                 f"box={self.box}" if self.detection else
                  "box=" + ",".join(f"{v:g}" for v in self.box) if self.box else "",
                  "predicted" if self.predicted else "", f"step={self.step}" if self.step is not None else "",
-                 "sequence" if self.sequence else ""]
+                 "sequence" if self.sequence else "", "objectness" if self.objectness else ""]
         return ",".join(p for p in parts if p)
+
+
+    @property
+    def detection(self) -> bool:
+        """Whether this target is one box of a detector's output (``box`` an index)."""
+        return isinstance(self.box, (int, np.integer)) and not isinstance(self.box, bool)
 
 
 def _integer(spec: str, key: str, value) -> int | None:
@@ -102,20 +115,23 @@ def _integer(spec: str, key: str, value) -> int | None:
 def _box(spec: str, value) -> tuple[float, ...] | None:
     if value is None:
         return None
+    if value.isdigit():
+        return int(value)
     try:
         box = tuple(float(v) for v in value.split(","))
     except ValueError:
         box = ()
     if len(box) != 4:
-        raise TargetError(f"target {quote(spec)}: box takes four numbers x0,y0,x1,y1 (input pixels), "
-                          f"got {quote(value)}")
+        raise TargetError(f"target {quote(spec)}: box takes a box index I (a detector's) or four numbers "
+                          f"x0,y0,x1,y1 (input pixels, a region), got {quote(value)}")
     return box
 
 
 #: per number of axes of an output (batch first): its kind, the target specs it takes, its default
 OUTPUT_KINDS = {
     2: ("class scores", "class=K", "the predicted class"),
-    3: ("sequence", "sequence, step=T[,class=K]", "sequence: the greedy-decoded path"),
+    3: ("sequence or detections", "sequence, step=T[,class=K]; box=I[,class=K][,objectness]",
+        "sequence: the greedy-decoded path"),
     4: ("dense map", "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
         "the whole map, the class of the largest sum"),
 }
@@ -126,6 +142,57 @@ def output_targets(shape) -> dict:
     target specs it takes beside ``output=NAME``, and the default target."""
     kind, specs, default = OUTPUT_KINDS.get(None if shape is None else len(shape), ("other", "none", "none"))
     return {"kind": kind, "specs": specs, "default": default}
+
+
+def detection_engine(engine, target: Target, x: np.ndarray):
+    """(An engine over the model with one more output, :data:`BOX_OUTPUT`: box ``target.box``'s
+    class scores [N, C], times its objectness with ``target.objectness``; the class target on
+    it). Boxes lie along the longer of the output's two axes after the batch; a box's features
+    are 4 coordinates, the objectness where the model has one, then the class scores (YOLO's
+    layouts, pytorch-grad-cam's detection targets)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from onnxlens.runtime.model_import import import_model
+
+    out = engine.spec.output(engine.output)
+    shape = engine.forward(x[:1])[out.name].shape
+    described = "[" + ", ".join(["N", *map(str, shape[1:])]) + "]"
+    if len(shape) != 3:
+        raise TargetError(f"box={target.box} picks a box of a detector's output [N, boxes, features]; output "
+                          f"{quote(out.name)} is {described}")
+    box_axis = 1 if shape[1] >= shape[2] else 2
+    boxes, features = shape[box_axis], shape[3 - box_axis]
+    first = 5 if target.objectness else 4
+    if not 0 <= target.box < boxes or features <= first:
+        raise TargetError(f"box={target.box} on output {quote(out.name)} {described}: {boxes} boxes of {features} "
+                          f"features (4 coordinates{', the objectness' if target.objectness else ''}, then the classes)")
+
+    def build():
+        model = onnx.ModelProto()
+        model.CopyFrom(engine.model.model)
+        graph, name = model.graph, BOX_OUTPUT
+        graph.initializer.extend([numpy_helper.from_array(np.array(target.box, np.int64), f"{name}/index"),
+                                  numpy_helper.from_array(np.arange(first, features, dtype=np.int64), f"{name}/classes"),
+                                  numpy_helper.from_array(np.array([4], np.int64), f"{name}/objectness")])
+        graph.node.extend([helper.make_node("Gather", [out.name, f"{name}/index"], [f"{name}/row"], axis=box_axis),
+                           helper.make_node("Gather", [f"{name}/row", f"{name}/classes"],
+                                            [f"{name}/scores" if target.objectness else name], axis=1)])
+        if target.objectness:
+            graph.node.extend([helper.make_node("Gather", [f"{name}/row", f"{name}/objectness"], [f"{name}/obj"], axis=1),
+                               helper.make_node("Mul", [f"{name}/scores", f"{name}/obj"], [name])])
+        dtype = next(o.type.tensor_type.elem_type for o in graph.output if o.name == out.name)
+        batch = engine.spec.image_input.shape[0]
+        graph.output.append(helper.make_tensor_value_info(name, dtype, [batch if isinstance(batch, int) else "N",
+                                                                         features - first]))
+        imported = import_model(model.SerializeToString(), layout=engine.spec.image_input.layout)
+        # a detector scores each class on its own: its box scores are probabilities as they are
+        outputs = tuple(replace(o, activation="Sigmoid", logits=None) if o.name == BOX_OUTPUT else o
+                        for o in imported.spec.outputs)
+        return replace(imported, spec=replace(imported.spec, outputs=outputs))
+
+    key = f"box={target.box},objectness={target.objectness},output={out.name}"
+    return engine.derived(key, build).with_output(BOX_OUTPUT), Target(target.cls)
 
 
 def class_axis(ndim: int, channel_axis: int) -> int:
@@ -142,6 +209,9 @@ def resolve(target: Target, scores: np.ndarray, channel_axis: int, input_hw: tup
     arg-max of the scores summed over the region, and ``-1`` along a decoded sequence."""
     rows, ndim = len(scores), scores.ndim
     shape = "[" + ", ".join(["N", *map(str, scores.shape[1:])]) + "]"
+    if target.detection:
+        raise TargetError(f"box={target.box} picks a box of a detector's output [N, boxes, features]; output "
+                          f"{quote(name)} is {shape}")
     kind = {2: "class-score vector", 3: "sequence", 4: "dense map"}.get(ndim)
     if kind is None:
         raise TargetError(f"output {quote(name)} is {shape}; onnxlens explains class-score vectors [N, C], "

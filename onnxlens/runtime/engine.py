@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -69,6 +69,7 @@ class Engine:
         self._requested_batch = batch_size
         self._specialized: dict[tuple, Engine] = {}
         self._specialize_lock = threading.Lock()
+        self._derived: dict[str, Engine] = {}
         #: how QuantizeLinear differentiates: "clipped" (the straight-through estimator of
         #: quantization-aware training) or "identity" (unclipped)
         self.ste = "clipped"
@@ -101,6 +102,16 @@ class Engine:
         other = copy.copy(self)
         other.output, other._specialized, other._specialize_lock = output, {}, threading.Lock()
         return other
+
+    def derived(self, key: str, build: Callable[[], ImportedModel]) -> Engine:
+        """An engine over a model derived from this one (``build()``: this model with a
+        target's extra output), built once per ``key``, with this engine's options and sharing
+        the compiled-graph cache."""
+        with self._specialize_lock:
+            if key not in self._derived:
+                self._derived[key] = Engine(build(), self.config, self.cache, self._requested_batch,
+                                            key=f"{self.key}+{key}")
+            return self._derived[key].with_options(self.ste, self.precision)
 
     @property
     def probe_row_shape(self) -> tuple[int, ...]:

@@ -219,3 +219,91 @@ def test_every_family_explains_each_kind(method, kind, segmenter, recognizer):
     if method == "lrp":  # relevance sums to the explained score (biases take their share, as on classifiers)
         low = 0.5 if kind == "region" else 0.999
         assert ((e.diagnostics["relevance_ratio"] > low) & (e.diagnostics["relevance_ratio"] < 1.001)).all()
+
+
+class Detector(nn.Module):
+    """YOLO-shaped: a convolutional backbone, a 1×1 head of 4 coordinates, an objectness and 3
+    class scores per grid cell, sigmoids, the cells as boxes: [N, 64, 8] (``transposed``:
+    YOLOv8's [N, 4 + 3, 64], no objectness)."""
+
+    def __init__(self, transposed=False):
+        super().__init__()
+        self.transposed = transposed
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1), nn.ReLU())
+        self.head = nn.Conv2d(16, 7 if transposed else 8, 1)
+
+    def forward(self, x):
+        y = self.head(self.features(x)).sigmoid().flatten(2)
+        return y if self.transposed else y.permute(0, 2, 1)
+
+
+@pytest.fixture(scope="module")
+def detector(tmp_path_factory):
+    torch.manual_seed(2)
+    net, x = Detector().eval(), torch.rand(3, 3, 32, 32)
+    path = tmp_path_factory.mktemp("det") / "det.onnx"
+    export(net, x, path)
+    return net, x, Explainer(path, device="cpu")
+
+
+BOX, KIND = 37, 1
+
+
+def _box_score(net, box=BOX, cls=KIND):
+    return lambda x: net(x)[:, box, 4] * net(x)[:, box, 5 + cls]
+
+
+def test_a_box_score_with_objectness_matches_torch_captum_and_grad_cam(detector, monkeypatch):
+    net, x, explainer = detector
+    target = Target(KIND, box=BOX, objectness=True)
+    xg = x.clone().requires_grad_()
+    _box_score(net)(xg).sum().backward()
+    got = explainer.explain(x.numpy(), "gradient", target)
+    assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4 and got.target.tolist() == [KIND] * 3
+    assert got.params["target"] == f"box={BOX},objectness"
+    exact = _box_score(copy.deepcopy(net).double())  # the product is recomputed at every step of the path
+    want = captum_attr.IntegratedGradients(exact).attribute(x.double(), n_steps=8, method="gausslegendre")
+    assert _rel(explainer.explain(x.numpy(), "integrated_gradients", target, steps=8).attribution, want.numpy()) <= 1e-4
+    want = captum_attr.Occlusion(_box_score(net)).attribute(x, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8))
+    got = explainer.explain(x.numpy(), "occlusion", target, window=8, stride=8, score="logit")
+    assert _rel(got.attribution, want.numpy()) <= 1e-4
+    import pytorch_grad_cam.base_cam as base_cam
+
+    monkeypatch.setattr(base_cam, "scale_cam_image", lambda cam, target_size=None: cam)
+    net = copy.deepcopy(net)
+    with gradcam_lib.GradCAM(model=net, target_layers=[net.features[-1]]) as cam:
+        want = cam(input_tensor=x.clone(), targets=[lambda out: out[BOX, 4] * out[BOX, 5 + KIND]] * len(x))
+    layer = [c.name for c in explainer.engine.layers() if "features" in c.name][-1]
+    assert _rel(explainer.explain(x.numpy(), "gradcam", target, layer=layer).layer_map, want) <= 1e-4
+
+
+def test_a_transposed_detector_box_and_its_default_class(tmp_path):
+    torch.manual_seed(3)
+    net, x = Detector(transposed=True).eval(), torch.rand(2, 3, 32, 32)
+    export(net, x, tmp_path / "v8.onnx")
+    explainer = Explainer(tmp_path / "v8.onnx", device="cpu")
+    with torch.no_grad():
+        predicted = net(x)[:, 4:, 5].argmax(dim=1)
+    xg = x.clone().requires_grad_()
+    net(xg)[torch.arange(2), 4 + predicted, 5].sum().backward()
+    got = explainer.explain(x.numpy(), "lrp", "box=5", preset="epsilon", epsilon=1e-9)
+    assert got.target.tolist() == predicted.tolist()
+    got = explainer.explain(x.numpy(), "gradient", "box=5")
+    assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4
+    with pytest.raises(TargetError, match=r"box=64 on output 'y' \[N, 7, 64\]: 64 boxes of 7 features"):
+        explainer.explain(x.numpy(), "gradient", "box=64")
+
+
+def test_metrics_of_a_box_score_the_box(detector):
+    from onnxlens.evaluation import evaluate
+
+    net, x, explainer = detector
+    result = evaluate(explainer.engine, x.numpy(), ["gradient"], ["deletion", "max_sensitivity"],
+                      target=Target(KIND, box=BOX, objectness=True), baselines=["spectral_residual"],
+                      params={"max_sensitivity": {"samples": 2}})
+    with torch.no_grad():
+        score = _box_score(net)(x).numpy()
+    for label in ("gradient", "baseline:spectral_residual"):
+        curve = result["metrics"]["deletion"]["results"][label]
+        assert all(0 <= v <= score.max() + 1e-6 for v in curve["per_image"]), curve
+    assert all(np.isfinite(result["metrics"]["max_sensitivity"]["results"]["gradient"]["per_image"]))

@@ -41,14 +41,15 @@ def test_spec_forms(spec, want):
 
 @pytest.mark.parametrize("spec, want", [
     ("class=1,box=0,2.5,8,9", Target(1, box=(0, 2.5, 8, 9))), ("region=m.png,predicted", Target(region="m.png", predicted=True)),
-    ("step=3,class=2", Target(2, step=3)), ("sequence,output=probs", Target(output="probs", sequence=True))])
+    ("step=3,class=2", Target(2, step=3)), ("sequence,output=probs", Target(output="probs", sequence=True)),
+    ("class=2,box=7,objectness", Target(2, box=7, objectness=True)), ("box=0,0,4,4,predicted", Target(box=(0, 0, 4, 4), predicted=True))])
 def test_kind_forms(spec, want):
     assert Target.parse(spec) == want
     assert Target.parse(spec).describe() in spec
 
 
 @pytest.mark.parametrize("spec, message", [("regions=mask.png", "got 'regions=mask.png'"), ("", "is empty"),
-                                           ("box=1,2,3", "box takes four numbers"), ("step=x", "step must be an integer"),
+                                           ("box=1,2,3", "box takes a box index I .a detector's. or four numbers"), ("step=x", "step must be an integer"),
                                            ("predicted=yes", "got 'predicted=yes'"),
                                            ("class=a", "class must be an integer"), ("class=1,class=2", "each once"),
                                            ("output", "got 'output'")])
@@ -86,7 +87,8 @@ def test_cli_target_spec(tmp_path, cli, save):
     assert "gradient: output other class [2]" in run.stdout, run.stdout
     assert np.load(tmp_path / "e.npz")["target"].tolist() == [2]
     bad = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "box=3", "--out", tmp_path / "e.npz")
-    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and "'3'" in bad.stderr, bad.stderr
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "box=3 picks a box of a detector's output [N, boxes, features]; output 'classes' is [N, 4]" in bad.stderr
     bad = cli("explain", path, "--input", tmp_path / "x.npy", "--target", "class=1,region=m.png", "--out",
               tmp_path / "e.npz")
     assert bad.returncode != 0 and "a class-score vector: region applies to dense outputs" in bad.stderr, bad.stderr
