@@ -88,6 +88,18 @@ def _explanations(engine, x, explanations, target) -> dict[str, Explanation]:
     return out
 
 
+def _target_region(engine, x, e: Explanation) -> np.ndarray | None:
+    """The input pixels of ``e``'s region target (a region, box or predicted pixels of a dense
+    map, resized to the input nearest), or None for any other target."""
+    if e.weights is None or e.weights.ndim != 4 or not e.params.get("target"):
+        return None
+    region = np.abs(e.weights).sum(axis=engine.channel_axis) > 0
+    height, width = engine.spatial_size(x)
+    rows = (np.arange(height) + 0.5) * region.shape[1] // height
+    cols = (np.arange(width) + 0.5) * region.shape[2] // width
+    return region[:, rows.astype(int)][:, :, cols.astype(int)]
+
+
 def _masks(engine, x, masks, boxes):
     size = engine.spatial_size()
     if masks is not None and boxes is not None:
@@ -141,19 +153,23 @@ def evaluate(
     """
     engine = as_engine(model)
     x = engine.check_input(inputs)
-    ctx = EvalContext(engine, x, _masks(engine, x, masks, boxes), seed)
+    truth = _masks(engine, x, masks, boxes)
     params = dict(params or {})
+    for name in metrics or ():
+        metric_info(name)
+    explained = _explanations(engine, x, explanations, target)
+    first = next(iter(explained.values()))
+    if truth is None:  # a region target is its own ground truth
+        truth = _target_region(engine, x, first)
+    ctx = EvalContext(engine, x, truth, seed)
     chosen = list(metrics) if metrics else [m for m in DEFAULT_METRICS if ctx.masks is not None
                                             or not METRICS[m].needs_masks]
     for name in chosen:
-        info = metric_info(name)
-        if info.needs_masks and ctx.masks is None:
-            raise MetricError(f"metric {quote(name)} needs masks or boxes")
+        if metric_info(name).needs_masks and ctx.masks is None:
+            raise MetricError(f"metric {quote(name)} needs masks or boxes (or a region target)")
     unknown = sorted(set(params) - set(chosen))
     if unknown:
         raise MetricError(f"parameters given for metric(s) not run: {', '.join(map(quote, unknown))}")
-    explained = _explanations(engine, x, explanations, target)
-    first = next(iter(explained.values()))
     model_free = _baseline_explanations(engine, x, baselines, first) if baselines else {}
 
     subjects = {name: {**explained, **(model_free if metric_info(name).family in BASELINE_FAMILIES else {})}

@@ -307,3 +307,19 @@ def test_metrics_of_a_box_score_the_box(detector):
         curve = result["metrics"]["deletion"]["results"][label]
         assert all(0 <= v <= score.max() + 1e-6 for v in curve["per_image"]), curve
     assert all(np.isfinite(result["metrics"]["max_sensitivity"]["results"]["gradient"]["per_image"]))
+
+
+def test_a_region_target_is_the_ground_truth_of_localization(segmenter):
+    from onnxlens.evaluation import evaluate
+
+    _, x, explainer, mask, _ = segmenter
+    metrics = ["pointing_game", "relevance_mass"]
+    e = explainer.explain(x.numpy(), "gradient", Target(CATEGORY, region=mask))
+    own = evaluate(explainer.engine, x.numpy(), [e], metrics, baselines=[])
+    given = evaluate(explainer.engine, x.numpy(), [e], metrics, masks=np.repeat(mask[None] > 0, len(x), 0), baselines=[])
+    for name in metrics:
+        got, want = (r["metrics"][name]["results"]["gradient"]["per_image"] for r in (own, given))
+        assert got == want, name
+    plain = explainer.explain(x.numpy(), "gradient", CATEGORY)  # the whole map: no region to point at
+    with pytest.raises(Exception, match="needs masks or boxes .or a region target."):
+        evaluate(explainer.engine, x.numpy(), [plain], metrics, baselines=[])
