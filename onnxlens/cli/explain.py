@@ -20,8 +20,8 @@ def explain(
     out: Annotated[Path, typer.Option(help="Output: .npz (arrays) or .png (overlay); a folder for a folder input.")] = Path("explanation.png"),
     target: Annotated[Optional[str], typer.Option(
         help="Class to explain (default: the predicted class), or a spec: class=K, output=NAME, and on dense "
-             "maps region=MASK, box=x0,y0,x1,y1, predicted; on sequences step=T, sequence; on detections box=I, "
-             "objectness (see the README).")] = None,
+             "maps region=MASK, box=x0,y0,x1,y1, predicted; on sequences step=T, sequence; on detections box=I "
+             "or match=x0,y0,x1,y1, objectness (see the README).")] = None,
     layer: Annotated[Optional[str], typer.Option(help="Tensor name for layer methods.")] = None,
     param: Annotated[list[str], typer.Option(help="Method parameter key=value (repeatable).")] = [],  # noqa: B006
     colormap: Annotated[str, typer.Option(help="Matplotlib colormap of .png overlays.")] = "jet",

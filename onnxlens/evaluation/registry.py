@@ -110,6 +110,9 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     if explanation.weights is not None and info.family in REEXPLAINING:
         raise MetricError(f"metric {quote(name)} re-explains for classes of a class-score vector; the explanation's "
                           f"target is {quote(spec) if spec else 'a class of a dense map or a sequence'}")
+    if target.match is not None:
+        raise MetricError(f"metric {quote(name)} scores one output for the batch; the explanation's rows matched "
+                          f"boxes of their own ({quote(spec)}): evaluate one box with box=I")
     if spec and explanation.weights is None and not target.detection:
         raise MetricError(f"metric {quote(name)} needs the weights of the explanation's target {quote(spec)}, "
                           "which it does not carry")

@@ -6,7 +6,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -14,7 +14,7 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.targets import Target, detection_engine, resolve
+from onnxlens.methods.targets import Target, detection_engine, matched_boxes, resolve
 
 
 class MethodError(OnnxLensError):
@@ -98,13 +98,15 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     ``region=MASK``, ``step=T``…), or None for the arg-max class of the first output; ``params``
     are the method's own and :data:`COMMON_PARAMS`."""
     info = method_info(name)
-    params = coerce_params(info, params)
-    ste = params.pop("ste", COMMON_PARAMS["ste"])
-    precision = params.pop("precision", COMMON_PARAMS["precision"])
     if isinstance(target, str):
         target = Target.parse(target)
     if not isinstance(target, Target):
         target = Target(target)
+    if target.match is not None:
+        return _explain_matched(name, engine, x, target, params)
+    params = coerce_params(info, params)
+    ste = params.pop("ste", COMMON_PARAMS["ste"])
+    precision = params.pop("precision", COMMON_PARAMS["precision"])
     x = engine.check_input(x)
     engine = engine.for_input(x).with_options(ste, precision)
     engine = engine.with_output(target.output) if target.output else engine  # else the engine's own
@@ -125,6 +127,23 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     explanation.params.update({k: v for k, v in (("ste", ste), ("precision", precision)) if v != COMMON_PARAMS[k]})
     explanation.params.update({k: v for k, v in (("output", output), ("target", described)) if v})
     explanation.params = {**info.defaults, **params, **explanation.params}
+    return explanation
+
+
+def _explain_matched(name: str, engine, x: np.ndarray, target: Target, params: dict) -> Explanation:
+    """``target.match``: each row explained for its own best-matching box, rows that match the
+    same box in one run; ``diagnostics['box']`` names the box of each row."""
+    x = engine.check_input(x)
+    located = engine.for_input(x)
+    boxes = matched_boxes(located.with_output(target.output) if target.output else located, x, target)
+    parts, order = [], []
+    for box in np.unique(boxes):
+        rows = np.flatnonzero(boxes == box)
+        parts.append(run_method(name, engine, x[rows], replace(target, box=int(box), match=None), **params))
+        order.extend(rows)
+    explanation = Explanation.concatenate(parts).take(np.argsort(order))
+    explanation.params = {**explanation.params, "target": target.describe()}
+    explanation.diagnostics["box"] = boxes
     return explanation
 
 

@@ -28,7 +28,7 @@ class TargetError(OnnxLensError):
 
 
 #: the keys a target spec takes, and the ones that stand alone
-KEYS = ("class", "output", "region", "box", "step")
+KEYS = ("class", "output", "region", "box", "match", "step")
 FLAGS = ("predicted", "sequence", "objectness")
 #: the extra output a detection target adds: one box's class scores [N, C]
 BOX_OUTPUT = "onnxlens_box"
@@ -42,7 +42,8 @@ class Target:
     ``box`` (x0, y0, x1, y1 in input pixels) and/or over the ``predicted`` pixels of the class; on
     a sequence output, at ``step`` t, or along the greedy-decoded path (``sequence``, the default
     there); on a detector's boxes [N, B, 4 (+1) + C] or [N, 4 (+1) + C, B], ``box`` I (an int):
-    that box's class scores, times its ``objectness`` (column 4) where the model has one."""
+    that box's class scores, times its ``objectness`` (column 4) where the model has one; or,
+    per row, the box that best ``match``es (x0, y0, x1, y1) by IoU among boxes of the class."""
 
     cls: int | Sequence[int] | None = None
     output: str | None = None
@@ -52,6 +53,7 @@ class Target:
     step: int | None = None
     sequence: bool = False
     objectness: bool = False
+    match: tuple[float, float, float, float] | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Target:
@@ -69,7 +71,7 @@ class Target:
             if not part:
                 continue
             key, sep, value = (p.strip() for p in part.partition("="))
-            if key == "box" and sep:  # a region's four numbers are comma-separated too
+            if key in ("box", "match") and sep:  # four numbers are comma-separated too
                 more = 0
                 while more < 3 and more < len(parts) and "=" not in parts[more] and parts[more] not in FLAGS:
                     more += 1
@@ -85,7 +87,8 @@ class Target:
         return cls(cls=_integer(spec, "class", fields.get("class")), output=fields.get("output"),
                    region=fields.get("region"), box=_box(spec, fields.get("box")),
                    predicted=bool(fields.get("predicted")), step=_integer(spec, "step", fields.get("step")),
-                   sequence=bool(fields.get("sequence")), objectness=bool(fields.get("objectness")))
+                   sequence=bool(fields.get("sequence")), objectness=bool(fields.get("objectness")),
+                   match=_match(spec, fields.get("match")))
 
     def describe(self) -> str:
         """The spec of this target's kind beyond its class and output (empty for a class)."""
@@ -94,7 +97,8 @@ class Target:
                  f"box={self.box}" if self.detection else
                  "box=" + ",".join(f"{v:g}" for v in self.box) if self.box else "",
                  "predicted" if self.predicted else "", f"step={self.step}" if self.step is not None else "",
-                 "sequence" if self.sequence else "", "objectness" if self.objectness else ""]
+                 "sequence" if self.sequence else "", "objectness" if self.objectness else "",
+                 "match=" + ",".join(f"{v:g}" for v in self.match) if self.match else ""]
         return ",".join(p for p in parts if p)
 
 
@@ -110,6 +114,13 @@ def _integer(spec: str, key: str, value) -> int | None:
     if not value.lstrip("-").isdigit():
         raise TargetError(f"target {quote(spec)}: {key} must be an integer, got {quote(value)}")
     return int(value)
+
+
+def _match(spec: str, value) -> tuple[float, ...] | None:
+    box = _box(spec, value)
+    if isinstance(box, int):
+        raise TargetError(f"target {quote(spec)}: match takes a box x0,y0,x1,y1 in input pixels, got {quote(value)}")
+    return box
 
 
 def _box(spec: str, value) -> tuple[float, ...] | None:
@@ -156,17 +167,7 @@ def detection_engine(engine, target: Target, x: np.ndarray):
     from onnxlens.runtime.model_import import import_model
 
     out = engine.spec.output(engine.output)
-    shape = engine.forward(x[:1])[out.name].shape
-    described = "[" + ", ".join(["N", *map(str, shape[1:])]) + "]"
-    if len(shape) != 3:
-        raise TargetError(f"box={target.box} picks a box of a detector's output [N, boxes, features]; output "
-                          f"{quote(out.name)} is {described}")
-    box_axis = 1 if shape[1] >= shape[2] else 2
-    boxes, features = shape[box_axis], shape[3 - box_axis]
-    first = 5 if target.objectness else 4
-    if not 0 <= target.box < boxes or features <= first:
-        raise TargetError(f"box={target.box} on output {quote(out.name)} {described}: {boxes} boxes of {features} "
-                          f"features (4 coordinates{', the objectness' if target.objectness else ''}, then the classes)")
+    box_axis, features, first = _detector_layout(engine.forward(x[:1])[out.name].shape, target, out.name)
 
     def build():
         model = onnx.ModelProto()
@@ -193,6 +194,45 @@ def detection_engine(engine, target: Target, x: np.ndarray):
 
     key = f"box={target.box},objectness={target.objectness},output={out.name}"
     return engine.derived(key, build).with_output(BOX_OUTPUT), Target(target.cls)
+
+
+def _detector_layout(shape, target: Target, name: str) -> tuple[int, int, int]:
+    """(the boxes' axis, features per box, the first class feature) of a detector's output."""
+    described = "[" + ", ".join(["N", *map(str, shape[1:])]) + "]"
+    what = f"box={target.box}" if target.detection else f"match={','.join(f'{v:g}' for v in target.match)}"
+    if len(shape) != 3:
+        raise TargetError(f"{what} picks a box of a detector's output [N, boxes, features]; output "
+                          f"{quote(name)} is {described}")
+    box_axis = 1 if shape[1] >= shape[2] else 2
+    boxes, features = shape[box_axis], shape[3 - box_axis]
+    first = 5 if target.objectness else 4
+    if (target.detection and not 0 <= target.box < boxes) or features <= first:
+        raise TargetError(f"{what} on output {quote(name)} {described}: {boxes} boxes of {features} features "
+                          f"(4 coordinates{', the objectness' if target.objectness else ''}, then the classes)")
+    return box_axis, features, first
+
+
+def matched_boxes(engine, x: np.ndarray, target: Target) -> np.ndarray:
+    """Per row, the index of the box (cx, cy, w, h in input pixels, as YOLO decodes them) of
+    highest IoU with ``target.match`` among the boxes whose top class is ``target.cls`` (any
+    class when None)."""
+    name = engine.spec.output(engine.output).name
+    out = engine.forward(x)[name]
+    box_axis, _, first = _detector_layout(out.shape, target, name)
+    rows = np.moveaxis(out, box_axis, 1).astype(np.float64)  # [N, boxes, features]
+    cx, cy, w, h = (rows[..., i] for i in range(4))
+    x0, y0, x1, y1 = target.match
+    overlap = (np.clip(np.minimum(cx + w / 2, x1) - np.maximum(cx - w / 2, x0), 0, None)
+               * np.clip(np.minimum(cy + h / 2, y1) - np.maximum(cy - h / 2, y0), 0, None))
+    iou = overlap / np.maximum(w * h + (x1 - x0) * (y1 - y0) - overlap, 1e-12)
+    if target.cls is not None:
+        iou = np.where(rows[..., first:].argmax(axis=2) == np.asarray(target.cls).reshape(-1, 1), iou, -1.0)
+    missing = iou.max(axis=1) <= 0
+    if missing.any():
+        of = "" if target.cls is None else f" of class {target.cls}"
+        raise TargetError(f"no box{of} overlaps match={','.join(f'{v:g}' for v in target.match)} in row(s) "
+                          f"{np.flatnonzero(missing)[:5].tolist()} of output {quote(name)}")
+    return iou.argmax(axis=1)
 
 
 def class_axis(ndim: int, channel_axis: int) -> int:

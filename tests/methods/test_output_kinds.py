@@ -323,3 +323,26 @@ def test_a_region_target_is_the_ground_truth_of_localization(segmenter):
     plain = explainer.explain(x.numpy(), "gradient", CATEGORY)  # the whole map: no region to point at
     with pytest.raises(Exception, match="needs masks or boxes .or a region target."):
         evaluate(explainer.engine, x.numpy(), [plain], metrics, baselines=[])
+
+
+def test_match_explains_each_row_for_its_best_overlapping_box(detector):
+    net, x, explainer = detector
+    with torch.no_grad():
+        out = net(x).numpy().astype(np.float64)
+    cx, cy, w, h = (out[..., i] for i in range(4))
+    x0, y0, x1, y1 = 0.2, 0.3, 0.6, 0.7
+    overlap = (np.clip(np.minimum(cx + w / 2, x1) - np.maximum(cx - w / 2, x0), 0, None)
+               * np.clip(np.minimum(cy + h / 2, y1) - np.maximum(cy - h / 2, y0), 0, None))
+    iou = overlap / (w * h + (x1 - x0) * (y1 - y0) - overlap)
+    top = out[..., 5:].argmax(axis=2)
+    kind = int(np.bincount(top.ravel()).argmax())  # a class boxes of every row are sure of
+    iou[top != kind] = -1
+    want = iou.argmax(axis=1)
+    e = explainer.explain(x.numpy(), "gradient", f"class={kind},match={x0},{y0},{x1},{y1},objectness")
+    np.testing.assert_array_equal(e.diagnostics["box"], want)
+    assert e.params["target"] == f"objectness,match={x0:g},{y0:g},{x1:g},{y1:g}" and e.target.tolist() == [kind] * 3
+    for i, box in enumerate(want):
+        alone = explainer.explain(x.numpy()[i:i + 1], "gradient", Target(kind, box=int(box), objectness=True))
+        np.testing.assert_allclose(e.attribution[i], alone.attribution[0], rtol=1e-5, atol=1e-8)
+    with pytest.raises(TargetError, match=f"no box of class {kind} overlaps match=5,5,6,6"):
+        explainer.explain(x.numpy(), "gradient", f"class={kind},match=5,5,6,6,objectness")

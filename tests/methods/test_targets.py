@@ -42,7 +42,7 @@ def test_spec_forms(spec, want):
 @pytest.mark.parametrize("spec, want", [
     ("class=1,box=0,2.5,8,9", Target(1, box=(0, 2.5, 8, 9))), ("region=m.png,predicted", Target(region="m.png", predicted=True)),
     ("step=3,class=2", Target(2, step=3)), ("sequence,output=probs", Target(output="probs", sequence=True)),
-    ("class=2,box=7,objectness", Target(2, box=7, objectness=True)), ("box=0,0,4,4,predicted", Target(box=(0, 0, 4, 4), predicted=True))])
+    ("class=2,box=7,objectness", Target(2, box=7, objectness=True)), ("class=1,match=0,0,4,4", Target(1, match=(0, 0, 4, 4))), ("box=0,0,4,4,predicted", Target(box=(0, 0, 4, 4), predicted=True))])
 def test_kind_forms(spec, want):
     assert Target.parse(spec) == want
     assert Target.parse(spec).describe() in spec
