@@ -116,8 +116,9 @@ KIND_TARGETS = {"ppocr_rec": ("sequence", 1e-4), "ppocr_det": ("class=0,box=80,8
 @pytest.mark.parametrize("name", [n for n in KIND_TARGETS if n in SUITE])
 def test_target_kinds_on_deployed_models_match_float64_references(name, explainers):
     """PP-OCR's recognizer (a sequence), its text detector and MTCNN's P-Net (dense maps), and
-    NudeNet's YOLOv8 head (a box): the gradient of the target's number against float64
-    autograd on the same graph, and occlusion of the same number runs."""
+    NudeNet's YOLOv8 head (a box): occlusion of the target's number runs, and its gradient
+    matches float64 autograd on the same graph where onnx2torch converts it (not PP-OCR's
+    recognizer: a BatchNorm of unknown rank)."""
     explainer = _explainer(explainers, name)
     x = _x(name, rows=2, seed=1)
     spec, tolerance = KIND_TARGETS[name]
@@ -129,13 +130,13 @@ def test_target_kinds_on_deployed_models_match_float64_references(name, explaine
         score, readout = explainer.engine.score_name(), lambda t: (t * torch_tensor(e.weights)).flatten(1).sum(1)
     else:
         score, readout = explainer.engine.spec.output().name, lambda t: t[np.arange(len(x)), 4 + e.target, box]
+    occluded = explainer.explain(x[:1], "occlusion", spec, window=32, stride=32)
+    assert np.isfinite(occluded.attribution).all() and np.abs(occluded.attribution).max() > 0
     try:
         want = _float64_reference(CACHE / SUITE[name]["file"], score, x, readout)
     except NotImplementedError as exc:  # onnx2torch converts most graphs, not all
         pytest.skip(f"onnx2torch cannot convert {name}: {exc}")
     assert np.linalg.norm(e.attribution - want) / np.linalg.norm(want) <= tolerance
-    occluded = explainer.explain(x[:1], "occlusion", spec, window=32, stride=32)
-    assert np.isfinite(occluded.attribution).all() and np.abs(occluded.attribution).max() > 0
 
 
 def torch_tensor(array):
