@@ -18,6 +18,7 @@ from onnxlens.evaluation.registry import METRICS, EvalContext, MetricError, metr
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation, spread_over_channels
 from onnxlens.methods.registry import coerce_params, method_info, run_method
+from onnxlens.methods.targets import nearest
 from onnxlens.runtime.engine import Engine
 from onnxlens.runtime.model_import import ImportedModel, import_model
 
@@ -93,11 +94,7 @@ def _target_region(engine, x, e: Explanation) -> np.ndarray | None:
     map, resized to the input nearest), or None for any other target."""
     if e.weights is None or e.weights.ndim != 4 or not e.params.get("target"):
         return None
-    region = np.abs(e.weights).sum(axis=engine.channel_axis) > 0
-    height, width = engine.spatial_size(x)
-    rows = (np.arange(height) + 0.5) * region.shape[1] // height
-    cols = (np.arange(width) + 0.5) * region.shape[2] // width
-    return region[:, rows.astype(int)][:, :, cols.astype(int)]
+    return nearest(np.abs(e.weights).sum(axis=engine.channel_axis) > 0, engine.spatial_size(x))
 
 
 def _masks(engine, x, masks, boxes):

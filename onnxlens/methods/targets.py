@@ -340,11 +340,16 @@ def region_mask(region, rows: int, output_hw: tuple[int, int], input_hw: tuple[i
     if mask.ndim != 3 or len(mask) != rows or mask.shape[1:] not in (tuple(output_hw), tuple(input_hw)):
         raise TargetError(f"the region mask has shape {list(mask.shape)}; it takes [H, W] or [{rows}, H, W] at "
                           f"the output's size {list(output_hw)} or the input's {list(input_hw)}")
-    if mask.shape[1:] != tuple(output_hw):
-        ys = (np.arange(output_hw[0]) + 0.5) * input_hw[0] // output_hw[0]
-        xs = (np.arange(output_hw[1]) + 0.5) * input_hw[1] // output_hw[1]
-        mask = mask[:, ys.astype(int)][:, :, xs.astype(int)]
-    return mask != 0
+    return nearest(mask, output_hw) != 0
+
+
+def nearest(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """[N, h, w] maps resized to ``size`` (H, W) by nearest sampling at pixel centres."""
+    if maps.shape[1:] == tuple(size):
+        return maps
+    ys = ((np.arange(size[0]) + 0.5) * maps.shape[1] // size[0]).astype(int)
+    xs = ((np.arange(size[1]) + 0.5) * maps.shape[2] // size[1]).astype(int)
+    return maps[:, ys][:, :, xs]
 
 
 def _read_mask(path: Path) -> np.ndarray:

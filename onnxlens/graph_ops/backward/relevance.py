@@ -91,7 +91,7 @@ def epsilon_rule(epsilon: float, zero_bias: bool = False):
         z = ctx.outputs[0] if biased is None or zero_bias else biased[0]
         op = ctx.node.op_type
         if zero_bias and op in ("Conv", "Gemm") and len(ctx.inputs) > 2 and ctx.inputs[2]:
-            bias = ctx.require_const(2, "the bias") * (ctx.attr("beta", 1.0) if op == "Gemm" else 1)
+            bias = LinearLayer(ctx).bias
             if op == "Conv":  # [C] against [N, C, spatial…]
                 bias = bias.reshape(1, -1, *[1] * (len(ctx.shape(z)) - 2))
             z = g.op("Sub", z, g.const(bias, "lrp_bias", bias.dtype))
