@@ -14,7 +14,7 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.targets import Target, detection_engine, matched_boxes, resolve
+from onnxlens.methods.targets import Target, detection_engine, log_probability_engine, matched_boxes, resolve
 
 
 class MethodError(OnnxLensError):
@@ -114,6 +114,10 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     start = time.perf_counter()
     if target.detection:  # one box's class scores, as a class-score output of its own
         engine, target = detection_engine(engine, target, x)
+    elif _output_rank(engine) == 3 and "score" in info.defaults:
+        params.setdefault("score", "probability")  # a sequence's default: its log-probability
+        if params["score"] == "probability":
+            engine = log_probability_engine(engine)
     classes, weights = resolve_targets(engine, x, target)
     explanation = info.fn(engine, x, classes if weights is None else weights, **params)
     explanation.target, explanation.weights = classes, weights
@@ -128,6 +132,13 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     explanation.params.update({k: v for k, v in (("output", output), ("target", described)) if v})
     explanation.params = {**info.defaults, **params, **explanation.params}
     return explanation
+
+
+def _output_rank(engine) -> int | None:
+    """The number of axes of the explained output (measured when the model declares none)."""
+    out = engine.spec.output(engine.output)
+    shape = engine.model.measured_shapes.get(out.name, out.shape)
+    return None if shape is None else len(shape)
 
 
 def _explain_matched(name: str, engine, x: np.ndarray, target: Target, params: dict) -> Explanation:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 from scipy import ndimage
-from scipy.special import softmax
+from scipy.special import log_softmax, softmax
 
 from onnxlens.errors import InputShapeError, quote
 from onnxlens.graph_ops.simplify import check_score
@@ -17,13 +17,17 @@ from onnxlens.methods.targets import class_axis, is_weights, target_scores
 def score_values(engine, x: np.ndarray, score: str = "probability") -> np.ndarray:
     """The explained output's scores, one row per input: the model's probability (its own
     trailing Softmax or Sigmoid when it has one, else the softmax of its logits over the class
-    axis) or the logit."""
+    axis) or the logit. A sequence's [N, T, C] probability score is its log-probability (the
+    log-softmax of its logits: a path's log-likelihood is a sum of them), as
+    :func:`~onnxlens.methods.targets.log_probability_engine` explains it."""
     check_score(score)
     out = engine.forward(x)
     logits = out[engine.score_name("logit")]
     spec = engine.spec.output(engine.output)
     if score == "logit":
         return logits
+    if logits.ndim == 3:
+        return out[spec.name] if spec.activation == "LogSoftmax" else log_softmax(logits.astype(np.float64), axis=2)
     if spec.activation in ("Softmax", "Sigmoid"):
         return out[spec.name]
     if spec.activation == "LogSoftmax":

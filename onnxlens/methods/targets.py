@@ -4,7 +4,9 @@ A class-score vector [N, C] gives the score of class K (the default: the predict
 dense output [N, C, H, W] (segmentation; [N, H, W, C] beside a channels-last input) gives the
 sum of class K's scores over a region — a mask, a box, the pixels predicted as K, or the whole
 image — as pytorch-grad-cam's ``SemanticSegmentationTarget``. A sequence output [N, T, C] (CTC
-text recognition) gives class K's score at step t, or the sum along the greedy-decoded path.
+text recognition) gives class K's score at step t, or the sum along the greedy-decoded path; a
+sequence's probability score, its default, is the log-probability, so that sum is the path's
+log-likelihood (:func:`log_probability_engine`).
 Every kind is linear in the score tensor, so it is one weight tensor per row: the seed that
 gradient, CAM and relevance methods start the backward pass from, and the weights that
 perturbation methods sum forward scores with.
@@ -32,6 +34,8 @@ KEYS = ("class", "output", "region", "box", "match", "step")
 FLAGS = ("predicted", "sequence", "objectness")
 #: the extra output a detection target adds: one box's class scores [N, C]
 BOX_OUTPUT = "onnxlens_box"
+#: the extra output a sequence's probability score adds: its log-probabilities [N, T, C]
+LOG_PROBABILITY_OUTPUT = "onnxlens_log_probability"
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def _box(spec: str, value) -> tuple[float, ...] | None:
 OUTPUT_KINDS = {
     2: ("class scores", "class=K", "the predicted class"),
     3: ("sequence or detections", "sequence, step=T[,class=K]; box=I[,class=K][,objectness]",
-        "sequence: the greedy-decoded path"),
+        "sequence: the greedy-decoded path's log-likelihood"),
     4: ("dense map", "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
         "the whole map, the class of the largest sum"),
 }
@@ -161,39 +165,72 @@ def detection_engine(engine, target: Target, x: np.ndarray):
     it). Boxes lie along the longer of the output's two axes after the batch; a box's features
     are 4 coordinates, the objectness where the model has one, then the class scores (YOLO's
     layouts, pytorch-grad-cam's detection targets)."""
-    import onnx
     from onnx import helper, numpy_helper
-
-    from onnxlens.runtime.model_import import import_model
 
     out = engine.spec.output(engine.output)
     box_axis, features, first = _detector_layout(engine.forward(x[:1])[out.name].shape, target, out.name)
+    name = BOX_OUTPUT
+    initializers = [numpy_helper.from_array(np.array(target.box, np.int64), f"{name}/index"),
+                    numpy_helper.from_array(np.arange(first, features, dtype=np.int64), f"{name}/classes"),
+                    numpy_helper.from_array(np.array([4], np.int64), f"{name}/objectness")]
+    nodes = [helper.make_node("Gather", [out.name, f"{name}/index"], [f"{name}/row"], axis=box_axis),
+             helper.make_node("Gather", [f"{name}/row", f"{name}/classes"],
+                              [f"{name}/scores" if target.objectness else name], axis=1)]
+    if target.objectness:
+        nodes += [helper.make_node("Gather", [f"{name}/row", f"{name}/objectness"], [f"{name}/obj"], axis=1),
+                  helper.make_node("Mul", [f"{name}/scores", f"{name}/obj"], [name])]
+    key = f"box={target.box},objectness={target.objectness},output={out.name}"
+    # a detector scores each class on its own: its box scores are probabilities as they are
+    derived = _derived_output(engine, key, name, [features - first], nodes, initializers,
+                              activation="Sigmoid", logits=None)
+    return derived, Target(target.cls)
+
+
+def log_probability_engine(engine):
+    """An engine over the model with one more output, :data:`LOG_PROBABILITY_OUTPUT`: the
+    log-softmax over the classes of the explained sequence output's logits [N, T, C] — the
+    per-step log-probabilities whose sum along a path is its log-likelihood (CTC, Graves et al.,
+    2006) — explained as that model's probability score. A model that ends in LogSoftmax has
+    them already: then ``engine`` itself."""
+    from onnx import helper
+
+    out = engine.spec.output(engine.output)
+    if out.activation == "LogSoftmax":
+        return engine
+    logits = out.logits or out.name
+    nodes = [helper.make_node("LogSoftmax", [logits], [LOG_PROBABILITY_OUTPUT], axis=-1)]
+    return _derived_output(engine, f"log_probability,output={out.name}", LOG_PROBABILITY_OUTPUT,
+                           list(out.shape[1:]) if out.shape else None, nodes, [],
+                           activation="LogSoftmax", logits=logits)
+
+
+def _derived_output(engine, key: str, name: str, row, nodes, initializers, **spec):
+    """``engine.derived`` over the model with ``nodes`` (and ``initializers``) appended and their
+    tensor ``name`` (``row``: its dims after the batch; None: unknown) made the explained output,
+    its output spec given the fields ``spec``."""
+    import onnx
+    from onnx import helper
+
+    from onnxlens.runtime.model_import import import_model
+
+    source = engine.spec.output(engine.output).name
 
     def build():
         model = onnx.ModelProto()
         model.CopyFrom(engine.model.model)
-        graph, name = model.graph, BOX_OUTPUT
-        graph.initializer.extend([numpy_helper.from_array(np.array(target.box, np.int64), f"{name}/index"),
-                                  numpy_helper.from_array(np.arange(first, features, dtype=np.int64), f"{name}/classes"),
-                                  numpy_helper.from_array(np.array([4], np.int64), f"{name}/objectness")])
-        graph.node.extend([helper.make_node("Gather", [out.name, f"{name}/index"], [f"{name}/row"], axis=box_axis),
-                           helper.make_node("Gather", [f"{name}/row", f"{name}/classes"],
-                                            [f"{name}/scores" if target.objectness else name], axis=1)])
-        if target.objectness:
-            graph.node.extend([helper.make_node("Gather", [f"{name}/row", f"{name}/objectness"], [f"{name}/obj"], axis=1),
-                               helper.make_node("Mul", [f"{name}/scores", f"{name}/obj"], [name])])
-        dtype = next(o.type.tensor_type.elem_type for o in graph.output if o.name == out.name)
+        graph = model.graph
+        graph.initializer.extend(initializers)
+        graph.node.extend(nodes)
+        dtype = next(o.type.tensor_type.elem_type for o in graph.output if o.name == source)
         batch = engine.spec.image_input.shape[0]
-        graph.output.append(helper.make_tensor_value_info(name, dtype, [batch if isinstance(batch, int) else "N",
-                                                                         features - first]))
+        dims = None if row is None else [batch if isinstance(batch, int) else "N",
+                                         *(d if isinstance(d, int) else None for d in row)]
+        graph.output.append(helper.make_tensor_value_info(name, dtype, dims))
         imported = import_model(model.SerializeToString(), layout=engine.spec.image_input.layout)
-        # a detector scores each class on its own: its box scores are probabilities as they are
-        outputs = tuple(replace(o, activation="Sigmoid", logits=None) if o.name == BOX_OUTPUT else o
-                        for o in imported.spec.outputs)
+        outputs = tuple(replace(o, **spec) if o.name == name else o for o in imported.spec.outputs)
         return replace(imported, spec=replace(imported.spec, outputs=outputs))
 
-    key = f"box={target.box},objectness={target.objectness},output={out.name}"
-    return engine.derived(key, build).with_output(BOX_OUTPUT), Target(target.cls)
+    return engine.derived(key, build).with_output(name)
 
 
 def _detector_layout(shape, target: Target, name: str) -> tuple[int, int, int]:

@@ -39,17 +39,22 @@ class Segmenter(nn.Module):
 
 class Recognizer(nn.Module):
     """A CTC text recognizer's shape: convolutions, the height averaged away, one step per
-    column, log-probabilities over the classes [N, T, C]; no biases, so relevance is conserved
-    exactly."""
+    column, scores over the classes [N, T, C] — log-probabilities, probabilities (PP-OCR) or
+    bare logits, per ``head``; no biases, so relevance is conserved exactly."""
 
-    def __init__(self):
+    def __init__(self, head: str = "log_softmax"):
         super().__init__()
+        self.head = head
         self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.ReLU(),
                                       nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU())
         self.classify = nn.Linear(8, 6, bias=False)
 
+    def logits(self, x):
+        return self.classify(self.features(x).mean(dim=2).permute(0, 2, 1))
+
     def forward(self, x):
-        return torch.log_softmax(self.classify(self.features(x).mean(dim=2).permute(0, 2, 1)), dim=2)
+        logits = self.logits(x)
+        return logits if self.head == "logits" else getattr(torch, self.head)(logits, dim=2)
 
 
 def _rel(got, want):
@@ -147,41 +152,61 @@ def test_region_mask_of_another_size_is_refused(segmenter):
         segmenter[2].explain(segmenter[1].numpy(), "gradient", Target(1, region=np.ones((10, 10))))
 
 
-@pytest.fixture(scope="module")
-def recognizer(tmp_path_factory):
+def _recognizer(tmp_path_factory, head):
     torch.manual_seed(1)
-    net = Recognizer().eval()
+    net = Recognizer(head).eval()
     x = torch.rand(3, 3, 16, 40)
-    path = tmp_path_factory.mktemp("ocr") / "ocr.onnx"
+    path = tmp_path_factory.mktemp("ocr") / f"ocr_{head}.onnx"
     export(net, x, path)
     return net, x, Explainer(path, device="cpu")
 
 
-@pytest.mark.parametrize("score", ["probability", "logit"])
-def test_sequence_and_step_targets_match_torch(recognizer, score):
-    net, x, explainer = recognizer
-    readout = net if score == "probability" else lambda t: net.classify(net.features(t).mean(dim=2).permute(0, 2, 1))
+@pytest.fixture(scope="module")
+def recognizer(tmp_path_factory):
+    return _recognizer(tmp_path_factory, "log_softmax")
+
+
+@pytest.fixture(scope="module", params=["log_softmax", "softmax", "logits"])
+def any_recognizer(request, tmp_path_factory):
+    """Recognizers ending in LogSoftmax, in Softmax (as PP-OCR's) and in bare logits."""
+    return _recognizer(tmp_path_factory, request.param)
+
+
+def _log_probabilities(net, x):
+    return torch.log_softmax(net.logits(x), dim=2)
+
+
+@pytest.mark.parametrize("score", ["probability", "logit", None])
+def test_sequence_and_step_targets_match_torch(any_recognizer, score):
+    """The probability score of a sequence (its default) is the log-probability, whatever the
+    model's head: the sequence target is the greedy path's log-likelihood."""
+    net, x, explainer = any_recognizer
+    readout = net.logits if score == "logit" else lambda t: _log_probabilities(net, t)
+    given = {} if score is None else {"score": score}
     with torch.no_grad():
         path = net(x).argmax(dim=2)
-    weights = torch.nn.functional.one_hot(path, 6).float()  # the greedy path; log-probabilities: its log-likelihood
+    weights = torch.nn.functional.one_hot(path, 6).float()
     xg = x.clone().requires_grad_()
     (readout(xg) * weights).sum().backward()
-    got = explainer.explain(x.numpy(), "gradient", "sequence", score=score)
+    got = explainer.explain(x.numpy(), "gradient", "sequence", **given)
     assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4
-    assert got.target.tolist() == [-1, -1, -1]
+    assert got.target.tolist() == [-1, -1, -1] and got.params["score"] == (score or "probability")
+    with torch.no_grad():
+        np.testing.assert_allclose(got.score, (readout(x) * weights).sum(dim=(1, 2)).numpy(), rtol=1e-4)
     xg = x.clone().requires_grad_()
     readout(xg)[:, 7, 4].sum().backward()
-    got = explainer.explain(x.numpy(), "gradient", "step=7,class=4", score=score)
+    got = explainer.explain(x.numpy(), "gradient", "step=7,class=4", **given)
     assert _rel(got.attribution, xg.grad.numpy()) <= 1e-4 and got.target.tolist() == [4, 4, 4]
 
 
-def test_sequence_occlusion_matches_captum(recognizer):
-    net, x, explainer = recognizer
+def test_sequence_occlusion_matches_captum(any_recognizer):
+    """Perturbation methods score the same log-likelihood as gradient methods explain."""
+    net, x, explainer = any_recognizer
     with torch.no_grad():
         weights = torch.nn.functional.one_hot(net(x).argmax(dim=2), 6).float()
-    want = captum_attr.Occlusion(lambda t: (net(t).exp() * weights).sum(dim=(1, 2))).attribute(
+    want = captum_attr.Occlusion(lambda t: (_log_probabilities(net, t) * weights).sum(dim=(1, 2))).attribute(
         x, sliding_window_shapes=(3, 8, 8), strides=(3, 8, 8), baselines=0.0)
-    got = explainer.explain(x.numpy(), "occlusion", "sequence", window=8, stride=8, fill=0.0, score="probability")
+    got = explainer.explain(x.numpy(), "occlusion", "sequence", window=8, stride=8, fill=0.0)
     assert _rel(got.attribution, want.numpy()) <= 1e-4
 
 
