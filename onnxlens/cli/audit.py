@@ -21,6 +21,9 @@ def audit(
     labels_key: Annotated[Optional[str], typer.Option(help="Labels array inside an .npz dataset.")] = None,
     mask_suffix: Annotated[Optional[str], typer.Option(help="Image folder: image.png → image{suffix}.png is its mask.")] = None,
     limit: Annotated[Optional[int], typer.Option(help="Audit only the first N inputs.")] = None,
+    target: Annotated[Optional[str], typer.Option(
+        help="predicted (default), label, or a target spec as explain takes it; class=label and "
+             "region=dataset take each item's own label and mask.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per task.")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask or ray (Prefect on worker processes) or direct (no Prefect).")] = "threads",
@@ -46,7 +49,7 @@ def audit(
         config = load_config({"model": str(source), "dataset": {"path": str(data)}, "methods": names(methods)})
     config = config.with_overrides(
         dataset={"masks_key": masks_key, "labels_key": labels_key, "mask_suffix": mask_suffix, "limit": limit},
-        batch_size=batch_size, device=device, output=out and str(out), workers=workers, dask_address=dask_address,
+        target=target, batch_size=batch_size, device=device, output=out and str(out), workers=workers, dask_address=dask_address,
         compare=compare and str(compare), runner=runner if runner != "direct" else None, metrics=names(metrics))
     with progress_bar("audit · batches") as bar:
         task = bar.add_task("audit", total=None)

@@ -41,7 +41,8 @@ def write_frequency(plan_: RunPlan, cutoff: float = 0.5) -> tuple[dict, str | No
 
 def write_gallery(plan_: RunPlan, evaluated: list[str]) -> str | None:
     """The first ``gallery_size`` evaluated inputs as displayable pictures, with each method's
-    heatmap and target, into gallery.npz (what the report shows; None when empty)."""
+    heatmap and target, into gallery.npz (what the report shows; None when empty). An input a
+    method did not explain has an all-NaN heatmap; target −1 is a sequence's decoded path."""
     config = plan_.audit
     wanted = evaluated[: config.gallery_size]
     labels = config.method_labels()

@@ -105,7 +105,9 @@ class AuditConfig(_Strict):
     dataset: DatasetConfig
     methods: list[MethodConfig] = Field(min_length=1)
     metrics: list[MetricConfig] = []  #: empty: the evaluation defaults
-    target: Literal["predicted", "label"] = "predicted"
+    #: predicted, label, or a target spec (as ``explain --target``); in a spec ``class=label`` and
+    #: ``region=dataset`` take each item's own label and mask (or box)
+    target: str = "predicted"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, gt=0)
     workers: int = Field(1, gt=0)  #: concurrent tasks (threads), or Dask/Ray worker processes
@@ -130,6 +132,17 @@ class AuditConfig(_Strict):
 
         if value not in matplotlib.colormaps:
             raise ValueError(f"unknown colormap {value!r}; any matplotlib colormap name works (e.g. jet, viridis)")
+        return value
+
+    @field_validator("target")
+    @classmethod
+    def _target_spec(cls, value):
+        from onnxlens.methods.targets import TargetError
+
+        try:
+            audit_target(value)
+        except TargetError as exc:
+            raise ValueError(str(exc)) from None
         return value
 
     @field_validator("methods", mode="before")
@@ -168,6 +181,25 @@ class AuditConfig(_Strict):
         data.update({k: v for k, v in fields.items() if v is not None})
         data["dataset"].update({k: v for k, v in (dataset or {}).items() if v is not None})
         return load_config(data)
+
+
+#: the parts of an audit's target spec that each item fills in: its label, its mask (or box)
+BY_LABEL, BY_MASK = "class=label", "region=dataset"
+
+
+def audit_target(spec: str):
+    """(the :class:`~onnxlens.methods.targets.Target` of an audit's ``target`` — None for the
+    predicted class —, whether its class is each item's label, whether its region is each
+    item's mask). A spec that does not parse is a TargetError."""
+    from onnxlens.methods.targets import Target
+
+    if spec.strip() == "predicted":
+        return None, False, False
+    if spec.strip() == "label":
+        return Target(), True, False
+    parts = [p.strip() for p in spec.split(",")]
+    rest = ",".join(p for p in parts if p not in (BY_LABEL, BY_MASK))
+    return Target.parse(rest) if rest else Target(), BY_LABEL in parts, BY_MASK in parts
 
 
 def load_config(source: str | Path | dict) -> AuditConfig:

@@ -33,7 +33,7 @@ def gallery_rows(run_dir: Path, bundle: dict) -> dict | None:
             cells = []
             for label in methods:
                 heatmap, target = data[f"heatmap/{label}"][i], int(data[f"target/{label}"][i])
-                cells.append(None if target < 0 else {
+                cells.append(None if np.isnan(heatmap).all() else {
                     "method": label, "target": target,
                     "uri": enlarged_uri(blend(picture.astype(np.float64) / 255, heatmap, colormap))})
             rows.append({"id": str(item), "uri": enlarged_uri(picture), "cells": cells})

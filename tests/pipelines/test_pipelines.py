@@ -46,7 +46,8 @@ def _config(tmp_path, **overrides):
     ({"thresholds": [{"metric": "deletion"}]}, "give max or min"),
     ({"colour": "blue"}, "colour: Extra inputs are not permitted"),
     ({"methods": []}, "methods: List should have at least 1 item"),
-    ({"target": "mine"}, "target: Input should be 'predicted' or 'label'"),
+    ({"target": "mine"}, "target 'mine': expected a class index"),
+    ({"target": "class=label,step=x"}, "step must be an integer"),
     ({"colormap": "rainbowz"}, "unknown colormap 'rainbowz'"),
 ])
 def test_config_validation_names_the_problem(change, phrase, tmp_path):
@@ -147,6 +148,68 @@ def test_direct_audit_and_its_resume(tmp_path):
     assert later["drift"]["model_changed"] is False and "Drift since" in (tmp_path / "later" / "report.html").read_text()
     run = Path(config["output"])
     assert json.loads((run / "verdict.json").read_text())["passed"] is False
+
+
+def _segmenter(path: Path) -> Path:
+    """Conv → Resize on the digits: a dense map [N, 3, 32, 32]."""
+    import onnx
+    from builders import f32, make_model, vi
+    from onnx import helper
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Resize", ["c", "", "s"], ["y"], mode="linear")]
+    onnx.save(make_model(nodes, [vi("x", ["N", 1, 32, 32])], [vi("y", ["N", 3, 32, 32])],
+                         [("w", f32(3, 1, 3, 3)), ("s", np.array([1, 1, 2, 2], np.float32))], opset=17), path)
+    return path
+
+
+def test_audit_targets_each_items_label_and_mask(tmp_path):
+    """``class=label,region=dataset``: every item explained for its own class over its own
+    mask, as explain does with that target; an item without a mask fails on its own."""
+    from onnxlens import Explainer
+    from onnxlens.methods.targets import Target
+
+    model = _segmenter(tmp_path / "seg.onnx")
+    x = np.load(DIGITS)["x"][:6]
+    masks = np.zeros((6, 32, 32), bool)
+    for i in range(5):
+        masks[i, 4 * i:4 * i + 12, 8:20] = True
+    labels = np.array([0, 1, 2, 0, 1, 2])
+    np.savez(tmp_path / "data.npz", x=x, y=labels, m=masks)
+    config = _config(tmp_path, model=str(model), methods=["gradient", "occlusion"], target="class=label,region=dataset",
+                     dataset={"path": str(tmp_path / "data.npz"), "masks_key": "m", "labels_key": "y", "limit": None},
+                     metrics=["deletion", "relevance_mass"])
+    results = audit.audit_directly(config)
+    assert results["items"]["evaluated"] == 5 and list(results["items"]["failed"]) == ["row00005"]
+    assert "has no mask or box" in results["items"]["failed"]["row00005"]
+    stored = np.load(tmp_path / "run" / "batches" / "explain" / "gradient" / "batch00000.npz")
+    want = Explainer(model, device="cpu").explain(x[:4], "gradient", Target(labels[:4], region=masks[:4]))
+    np.testing.assert_allclose(stored["attribution"], want.attribution, rtol=1e-6)
+    assert stored["target"].tolist() == [0, 1, 2, 0]
+    deletion = results["evaluation"]["metrics"]["deletion"]["results"]["occlusion"]["per_image"]
+    assert len(deletion) == 5 and all(np.isfinite(deletion))
+    explained = audit.audit_directly({**config, "target": "class=1,region=dataset", "output": str(tmp_path / "one")})
+    assert np.load(tmp_path / "one" / "batches" / "explain" / "gradient" / "batch00000.npz")["target"].tolist() == [1, 1, 1, 1]
+    assert explained["items"]["evaluated"] == 5
+
+
+def test_audit_of_a_recognizer_shows_its_decoded_paths(tmp_path):
+    """A sequence target's class is −1 (the decoded path): the report still shows each overlay."""
+    import onnx
+    from builders import f32, make_model, vi
+    from onnx import helper
+
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("ReduceMean", ["c"], ["m"], axes=[2], keepdims=0),
+             helper.make_node("Transpose", ["m"], ["y"], perm=[0, 2, 1])]
+    onnx.save(make_model(nodes, [vi("x", ["N", 1, 32, 32])], [vi("y", ["N", 32, 5])], [("w", f32(5, 1, 3, 3))],
+                         opset=17), tmp_path / "ocr.onnx")
+    results = audit.audit_directly(_config(tmp_path, model=str(tmp_path / "ocr.onnx"), target="sequence",
+                                           methods=["gradient"], metrics=["deletion"],
+                                           dataset={"limit": 4}, gallery_size=2))
+    assert results["items"]["evaluated"] == 4
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert page.count("decoded path") == 2 and page.count('alt="gradient overlay of') == 2
 
 
 def test_batched_results_equal_one_evaluation(tmp_path):
@@ -309,9 +372,12 @@ def test_kill_9_of_an_audit_leaves_no_api_server(tmp_path):
 
 def test_cli_audit_of_a_model_with_flags_and_the_verdict_exit_code(tmp_path, cli):
     result = cli("audit", MODELS / "digits_cnn.onnx", "--data", DIGITS, "--methods", "gradient,lrp", "--limit", "6",
-                 "--metrics", "deletion,sparseness", "--runner", "direct", "--out", tmp_path / "run")
+                 "--metrics", "deletion,sparseness", "--runner", "direct", "--out", tmp_path / "run", "--target", "class=3")
     assert result.returncode == 0, result.stderr
     assert "audit PASSED: 6 of 6 input(s)" in result.stdout
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["target"] == "class=3"
+    stored = np.load(tmp_path / "run" / "batches" / "explain" / "lrp" / "batch00000.npz")
+    assert stored["target"].tolist() == [3] * len(stored["target"])
     config = _config(tmp_path, thresholds=[{"metric": "sparseness", "min": 0.99, "description": "sparse maps"}])
     (tmp_path / "a.json").write_text(json.dumps(config))
     result = cli("audit", tmp_path / "a.json", "--runner", "direct")
