@@ -19,7 +19,7 @@ from onnxlens.errors import OnnxLensError, quote
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
-from onnxlens.methods.targets import Target, detection_engine
+from onnxlens.methods.targets import Target, detection_engine, tile_rows
 
 
 
@@ -52,12 +52,15 @@ class MetricInfo:
     higher_is_better: bool | None
     needs_masks: bool
     summary: str
+    #: it attacks or re-explains for a class of a class-score vector (not a region or a sequence)
+    class_vector: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {}
 
 
-def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks: bool = False):
+def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks: bool = False,
+           class_vector: bool = False):
     """Register ``fn(ctx, explanation, *, params…) -> {"per_image": …, …}`` under ``name``."""
     if family not in FAMILIES:
         raise ValueError(family)
@@ -67,14 +70,10 @@ def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks
         # the first paragraph, as plain text
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].replace("``", "").split())
         METRICS[name] = MetricInfo(name, fn, family, {p.name: p.default for p in params}, higher_is_better,
-                                   needs_masks, summary)
+                                   needs_masks, summary, class_vector)
         return fn
 
     return register
-
-
-#: families whose metrics re-explain or attack for a class (not yet for region or sequence targets)
-REEXPLAINING = ("robustness", "sanity")
 
 
 def scored(e: Explanation) -> np.ndarray:
@@ -83,16 +82,21 @@ def scored(e: Explanation) -> np.ndarray:
     return e.target if e.weights is None else e.weights
 
 
-def explain_again(ctx: EvalContext, e: Explanation, x: np.ndarray | None = None, target=None, engine=None):
+def explain_again(ctx: EvalContext, e: Explanation, x: np.ndarray | None = None, target=None, engine=None,
+                  copies: int = 1):
     """Run ``e``'s method again with its parameters — on other inputs, for other targets or on
-    another engine (a randomized model) — for metrics that perturb and re-explain."""
+    another engine (a randomized model) — for metrics that perturb and re-explain. Without a
+    ``target``, ``e``'s own (its classes, or its weights: the same region or decoded path), for
+    ``copies`` copies of the batch one after another."""
     info = METHODS.get(e.method)
     if info is None:
         raise MetricError(f"{quote(e.method)} is not a registered method, so it cannot be re-run "
                           "(robustness and sanity metrics re-explain)")
     params = {k: v for k, v in e.params.items() if k in info.defaults}
-    return run_method(e.method, engine or ctx.engine, ctx.x if x is None else x,
-                      e.target if target is None else target, **params)
+    if target is None:
+        classes = tile_rows(e.target, copies)
+        target = classes if e.weights is None else Target(classes, weights=tile_rows(e.weights, copies))
+    return run_method(e.method, engine or ctx.engine, ctx.x if x is None else x, target, **params)
 
 
 def metric_info(name: str) -> MetricInfo:
@@ -107,8 +111,8 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     params = coerce_params(info, params, "metric", MetricError)
     spec = explanation.params.get("target")
     target = Target.parse(spec) if spec else Target()
-    if explanation.weights is not None and info.family in REEXPLAINING:
-        raise MetricError(f"metric {quote(name)} re-explains for classes of a class-score vector; the explanation's "
+    if explanation.weights is not None and info.class_vector:
+        raise MetricError(f"metric {quote(name)} works on a class of a class-score vector; the explanation's "
                           f"target is {quote(spec) if spec else 'a class of a dense map or a sequence'}")
     if target.match is not None:
         raise MetricError(f"metric {quote(name)} scores one output for the batch; the explanation's rows matched "

@@ -17,8 +17,8 @@ def _norms(a: np.ndarray) -> np.ndarray:
 def _re_explained(ctx, e, noise: np.ndarray) -> np.ndarray:
     """Attributions for x + noise (samples × images × input), explaining the same targets."""
     samples = len(noise)
-    copies = (ctx.x[None] + noise).reshape(-1, *ctx.x.shape[1:]).astype(np.float32)
-    again = explain_again(ctx, e, copies, np.tile(e.target, samples))
+    moved = (ctx.x[None] + noise).reshape(-1, *ctx.x.shape[1:]).astype(np.float32)
+    again = explain_again(ctx, e, moved, copies=samples)
     return again.attribution.reshape(samples, *ctx.x.shape)
 
 
@@ -54,7 +54,7 @@ def local_lipschitz(ctx, e, *, sigma: float = 0.1, samples: int = 10) -> dict:
     return {"per_image": ratios.max(axis=0)}
 
 
-@metric("adversarial_stability", "robustness", higher_is_better=True)
+@metric("adversarial_stability", "robustness", higher_is_better=True, class_vector=True)
 def adversarial_stability(ctx, e, *, attack: str = "fgsm", epsilon: float = 0.03, fraction: float = 0.1) -> dict:
     """Stability under an adversarial attack (as the survey uses attacks to probe explanations;
     Galli et al.): the Dice overlap of the maps' top ``fraction`` pixels before and after the

@@ -44,7 +44,8 @@ def model_randomization(ctx, e, *, mode: str = "cascading", max_layers: int = 0)
     for k, layer in enumerate(layers):
         chosen = [p for lay in layers[: k + 1] for p in lay.parameters] if mode == "cascading" else layer.parameters
         model = randomize(engine.model.model, chosen, seed=ctx.seed + (0 if mode == "cascading" else k))
-        randomized = Engine(replace(engine.model, model=model, deployed=None), engine.config, batch_size=engine.batch_size)
+        randomized = Engine(replace(engine.model, model=model, deployed=None), engine.config,
+                            batch_size=engine.batch_size).with_output(engine.output)
         values = _similarities(e.heatmap, explain_again(ctx, e, engine=randomized).heatmap)
         for name, v in values.items():
             steps[name].append(v)
@@ -54,7 +55,7 @@ def model_randomization(ctx, e, *, mode: str = "cascading", max_layers: int = 0)
             **{f"{name}_per_image": v for name, v in arrays.items()}}
 
 
-@metric("random_logit", "sanity", higher_is_better=False)
+@metric("random_logit", "sanity", higher_is_better=False, class_vector=True)
 def random_logit(ctx, e) -> dict:
     """Random logit test (Sixt et al., 2020, ICML, arXiv:1912.09818; Quantus's RandomLogit):
     the SSIM between the map of the explained class and the map of another class drawn at

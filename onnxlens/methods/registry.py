@@ -14,7 +14,8 @@ from onnxlens.errors import NonFiniteResultError, OnnxLensError, quote
 from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
-from onnxlens.methods.targets import Target, detection_engine, log_probability_engine, matched_boxes, resolve
+from onnxlens.methods.targets import (Target, detection_engine, given_weights, log_probability_engine, matched_boxes,
+                                      resolve)
 
 
 class MethodError(OnnxLensError):
@@ -190,6 +191,8 @@ def resolve_targets(engine, x: np.ndarray, target) -> tuple[np.ndarray, np.ndarr
     the arg-max), else one weight tensor per row over the score tensor
     (:func:`~onnxlens.methods.targets.resolve`)."""
     target = target if isinstance(target, Target) else Target(target)
+    if target.weights is not None:
+        return given_weights(target, len(x))
     plain = not target.describe()
     shape = engine.spec.output(engine.output).shape
     if plain and target.cls is not None and len(shape or ()) == 2:  # no forward pass needed

@@ -47,7 +47,10 @@ class Target:
     a sequence output, at ``step`` t, or along the greedy-decoded path (``sequence``, the default
     there); on a detector's boxes [N, B, 4 (+1) + C] or [N, 4 (+1) + C, B], ``box`` I (an int):
     that box's class scores, times its ``objectness`` (column 4) where the model has one; or,
-    per row, the box that best ``match``es (x0, y0, x1, y1) by IoU among boxes of the class."""
+    per row, the box that best ``match``es (x0, y0, x1, y1) by IoU among boxes of the class.
+    ``weights``: a target already resolved — one weight tensor per row over the score tensor,
+    with ``cls`` its class per row — as an explanation carries it (``Explanation.weights``), to
+    explain other inputs or another model for the same number."""
 
     cls: int | Sequence[int] | None = None
     output: str | None = None
@@ -58,6 +61,7 @@ class Target:
     sequence: bool = False
     objectness: bool = False
     match: tuple[float, float, float, float] | None = None
+    weights: np.ndarray | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Target:
@@ -150,6 +154,18 @@ OUTPUT_KINDS = {
     4: ("dense map", "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
         "the whole map, the class of the largest sum"),
 }
+
+
+def given_weights(target: Target, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class per row, weights) of a target with its ``weights`` given, checked against the
+    ``rows`` explained (the weights' fit to the score tensor is the seed's check)."""
+    if target.describe():
+        raise TargetError(f"weights are a resolved target: give them with a class only, not {target.describe()}")
+    weights = np.asarray(target.weights, np.float32)
+    if weights.ndim < 2 or len(weights) != rows:
+        raise TargetError(f"target weights of shape {list(weights.shape)} must hold one weight tensor for each of "
+                          f"the {rows} input row(s)")
+    return np.broadcast_to(np.asarray(-1 if target.cls is None else target.cls, np.int64), (rows,)).copy(), weights
 
 
 def output_targets(shape) -> dict:

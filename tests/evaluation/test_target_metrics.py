@@ -1,5 +1,6 @@
-"""Metrics score the explanation's own target: a region of a dense map scores as the class of
-the class-score vector it holds, and metrics that re-explain for a class refuse it."""
+"""Metrics score the explanation's own target: a region of a dense map scores, and re-explains,
+as the class of the class-score vector it holds; metrics that attack or draw another class of a
+class-score vector refuse it."""
 
 import numpy as np
 import onnx
@@ -56,12 +57,39 @@ def test_the_weights_travel_with_the_explanation(models, tmp_path):
     np.testing.assert_array_equal(Explanation.concatenate([e.take([0]), e.take([1, 2, 3])]).weights, e.weights)
 
 
-def test_metrics_that_re_explain_for_a_class_refuse_a_region(models):
+REEXPLAINING = {"max_sensitivity": {"samples": 3}, "avg_sensitivity": {"samples": 3}, "local_lipschitz": {"samples": 3},
+                "model_randomization": {"max_layers": 2}}
+
+
+@pytest.mark.parametrize("method", ["gradient", "occlusion"])
+def test_re_explaining_metrics_keep_a_regions_weights(models, method):
+    """Robustness and randomization re-explain for the explanation's own weights: on a whole
+    1×1 map they give what the plain model's class gives."""
+    x, plain, dense = models
+    params = {"occlusion": {"window": 8, "stride": 8}}.get(method, {})
+    metrics = REEXPLAINING
+    want = evaluate(plain.engine, x, [plain.explain(x, method, 3, **params)], list(metrics), baselines=[],
+                    params=metrics)
+    got = evaluate(dense.engine, x, [dense.explain(x, method, "class=3,box=0,0,32,32", **params)], list(metrics),
+                   baselines=[], params=metrics)
+    for name in metrics:
+        np.testing.assert_allclose(got["metrics"][name]["results"][method]["per_image"],
+                                   want["metrics"][name]["results"][method]["per_image"], rtol=1e-4, atol=1e-6,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("metric", ["random_logit", "adversarial_stability"])
+def test_metrics_of_another_class_or_an_attack_refuse_a_region(models, metric):
     x, _, dense = models
     e = dense.explain(x, "gradient", "class=2,box=0,0,32,32")
-    with pytest.raises(MetricError, match="re-explains for classes of a class-score vector; the explanation's "
+    with pytest.raises(MetricError, match="works on a class of a class-score vector; the explanation's "
                                           "target is 'box=0,0,32,32'"):
-        evaluate(dense.engine, x, [e], ["max_sensitivity"], baselines=[])
+        evaluate(dense.engine, x, [e], [metric], baselines=[])
+
+
+def test_metrics_need_the_weights_of_a_region(models):
+    x, _, dense = models
+    e = dense.explain(x, "gradient", "class=2,box=0,0,32,32")
     e.weights = None
     with pytest.raises(MetricError, match="needs the weights of the explanation's target 'box=0,0,32,32'"):
         evaluate(dense.engine, x, [e], ["deletion"], baselines=[])
@@ -78,6 +106,7 @@ def test_cli_evaluates_a_region_target(models, tmp_path, cli, save):
     assert run.returncode == 0, run.stderr
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["targets"]["gradient"] == [3, 3] and len(result["metrics"]["deletion"]["results"]["gradient"]["per_image"]) == 2
-    bad = cli("evaluate", path, "--input", tmp_path / "x.npy", "--metric", "max_sensitivity", "--target",
+    bad = cli("evaluate", path, "--input", tmp_path / "x.npy", "--metric", "random_logit", "--target",
               "class=3,box=0,0,32,32", "--no-baselines", "--out", tmp_path / "r.json")
-    assert bad.returncode != 0 and "re-explains for classes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode != 0 and "works on a class of a class-score" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -210,6 +210,26 @@ def test_sequence_occlusion_matches_captum(any_recognizer):
     assert _rel(got.attribution, want.numpy()) <= 1e-4
 
 
+def test_sequence_robustness_re_explains_the_same_path(recognizer):
+    """Max-sensitivity of a sequence target compares gradients of the original path's
+    log-likelihood at the moved inputs (torch autograd)."""
+    from onnxlens.evaluation import evaluate
+
+    net, x, explainer = recognizer
+    e = explainer.explain(x.numpy(), "gradient", "sequence", abs=False)
+    got = evaluate(explainer.engine, x.numpy(), [e], ["max_sensitivity"], baselines=[],
+                   params={"max_sensitivity": {"samples": 2, "radius": 0.5}})
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, (2, *x.shape)).astype(np.float32)
+    weights = torch.from_numpy(e.weights)
+    change = []
+    for n in noise:
+        moved = (x + torch.from_numpy(n)).requires_grad_()
+        (net(moved) * weights).sum().backward()
+        change.append(np.linalg.norm((moved.grad.numpy() - e.attribution).reshape(len(x), -1), axis=1))
+    want = np.max(change, axis=0) / np.linalg.norm(e.attribution.reshape(len(x), -1), axis=1)
+    np.testing.assert_allclose(got["metrics"]["max_sensitivity"]["results"]["gradient"]["per_image"], want, rtol=1e-3)
+
+
 @pytest.mark.parametrize("spec, message", [("region=m.png", "a sequence: region applies to dense outputs"),
                                            ("class=2", "give step=t with class=K"),
                                            ("step=40", r"step must be in 0\.\.39")])

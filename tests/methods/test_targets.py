@@ -78,6 +78,35 @@ def test_an_unknown_output_or_class_is_named():
         _explainer().explain(X, "gradient", Target(3, "other"))
 
 
+@pytest.mark.parametrize("method", ["gradient", "occlusion"])
+def test_given_weights_explain_their_weighted_sum(method):
+    """Resolved weights (as an explanation carries them) explain Σ w · score: one-hot weights
+    give the classes, a weighted pair of classes the same sum of their maps (both methods are
+    linear in the target)."""
+    explainer = _explainer(("classes",))
+    classes = [1, 2, 1]
+    params = {"abs": False} if method == "gradient" else {"score": "logit"}
+    got = explainer.explain(X, method, Target(classes, weights=np.eye(4, dtype=np.float32)[classes]), **params)
+    np.testing.assert_allclose(got.attribution, explainer.explain(X, method, classes, **params).attribution,
+                               rtol=1e-5, atol=1e-7)
+    assert got.target.tolist() == classes and got.weights is not None
+    pair = np.tile(np.array([[0.0, 2.0, -1.0, 0.0]], np.float32), (3, 1))
+    want = 2 * explainer.explain(X, method, 1, **params).attribution - explainer.explain(X, method, 2, **params).attribution
+    got = explainer.explain(X, method, Target(weights=pair), **params)
+    np.testing.assert_allclose(got.attribution, want, rtol=1e-4, atol=1e-6)
+    assert got.target.tolist() == [-1, -1, -1]
+
+
+@pytest.mark.parametrize("target, message", [
+    (Target(weights=np.ones((2, 4))), r"one weight tensor for each of the 3 input row"),
+    (Target(weights=np.ones((3, 4)), step=1), "give them with a class only, not step=1"),
+    (Target(weights=np.ones((3, 5))), r"do not fit the score tensor"),
+])
+def test_given_weights_that_do_not_fit_are_named(target, message):
+    with pytest.raises(Exception, match=message):
+        _explainer(("classes",)).explain(X, "gradient", target)
+
+
 def test_cli_target_spec(tmp_path, cli, save):
     path = save(_two_heads())
     np.save(tmp_path / "x.npy", X[:1])
