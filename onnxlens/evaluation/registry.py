@@ -19,7 +19,7 @@ from onnxlens.errors import OnnxLensError, quote
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
-from onnxlens.methods.targets import Target, detection_engine, tile_rows
+from onnxlens.methods.targets import Target, detection_engine, nms_nodes, tile_rows
 
 
 
@@ -114,15 +114,15 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     if explanation.weights is not None and info.class_vector:
         raise MetricError(f"metric {quote(name)} works on a class of a class-score vector; the explanation's "
                           f"target is {quote(spec) if spec else 'a class of a dense map or a sequence'}")
-    if target.match is not None:
+    if target.match is not None and not nms_nodes(ctx.engine):
         raise MetricError(f"metric {quote(name)} scores one output for the batch; the explanation's rows matched "
                           f"boxes of their own ({quote(spec)}): evaluate one box with box=I")
-    if spec and explanation.weights is None and not target.detection:
+    if spec and explanation.weights is None and not (target.detection or target.match is not None):
         raise MetricError(f"metric {quote(name)} needs the weights of the explanation's target {quote(spec)}, "
                           "which it does not carry")
     if explanation.params.get("output"):
         ctx = replace(ctx, engine=ctx.engine.with_output(explanation.params["output"]))
-    if target.detection:  # the box's class scores, the output its method explained
+    if target.detection or target.match is not None:  # the box's class scores, the output its method explained
         ctx = replace(ctx, engine=detection_engine(ctx.engine, target, ctx.x)[0])
     start = time.perf_counter()
     result = info.fn(ctx, explanation, **params)

@@ -15,7 +15,7 @@ from onnxlens.limits import COUNT_PARAMETERS
 from onnxlens.limits import check as check_limit
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.targets import (Target, detection_engine, given_weights, log_probability_engine, matched_boxes,
-                                      resolve)
+                                      nms_nodes, resolve)
 
 
 class MethodError(OnnxLensError):
@@ -103,7 +103,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
         target = Target.parse(target)
     if not isinstance(target, Target):
         target = Target(target)
-    if target.match is not None:
+    if target.match is not None and not nms_nodes(engine):
         return _explain_matched(name, engine, x, target, params)
     params = coerce_params(info, params)
     ste = params.pop("ste", COMMON_PARAMS["ste"])
@@ -113,7 +113,7 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
     engine = engine.with_output(target.output) if target.output else engine  # else the engine's own
     output, described = engine.output, target.describe()
     start = time.perf_counter()
-    if target.detection:  # one box's class scores, as a class-score output of its own
+    if target.detection or target.match is not None:  # one box's class scores, a class-score output of its own
         engine, target = detection_engine(engine, target, x)
     elif _output_rank(engine) == 3 and "score" in info.defaults:
         params.setdefault("score", "probability")  # a sequence's default: its log-probability

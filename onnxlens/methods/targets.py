@@ -34,6 +34,8 @@ KEYS = ("class", "output", "region", "box", "match", "step")
 FLAGS = ("predicted", "sequence", "objectness")
 #: the extra output a detection target adds: one box's class scores [N, C]
 BOX_OUTPUT = "onnxlens_box"
+#: the extra output a target on a model that runs NonMaxSuppression adds: the scores it reads [N, C·B]
+CANDIDATES_OUTPUT = "onnxlens_candidates"
 #: the extra output a sequence's probability score adds: its log-probabilities [N, T, C]
 LOG_PROBABILITY_OUTPUT = "onnxlens_log_probability"
 
@@ -183,6 +185,9 @@ def detection_engine(engine, target: Target, x: np.ndarray):
     layouts, pytorch-grad-cam's detection targets)."""
     from onnx import helper, numpy_helper
 
+    nms = nms_nodes(engine)
+    if nms:
+        return _nms_candidate(engine, target, x, nms)
     out = engine.spec.output(engine.output)
     box_axis, features, first = _detector_layout(engine.forward(x[:1])[out.name].shape, target, out.name)
     name = BOX_OUTPUT
@@ -202,6 +207,83 @@ def detection_engine(engine, target: Target, x: np.ndarray):
     return derived, Target(target.cls)
 
 
+def nms_nodes(engine) -> list:
+    """The model's NonMaxSuppression nodes: a detector that keeps its boxes itself."""
+    return [node for node in engine.model.model.graph.node if node.op_type == "NonMaxSuppression"]
+
+
+def _nms_candidate(engine, target: Target, x: np.ndarray, nms: list):
+    """:func:`detection_engine` of a model that runs NonMaxSuppression itself and returns the
+    kept boxes' scores (boxes, labels…) as outputs: an engine over the model with one more
+    output, :data:`CANDIDATES_OUTPUT`, the scores NMS reads [N, C, B] flattened to [N, C·B],
+    and per row the class target of the candidate that output detection ``box`` I (the
+    candidate whose score the kept scores [N, K] hold at I: the output given, else the model's
+    one float output of that rank) or that best ``match``es
+    (IoU of NMS's own input boxes, read by its ``center_point_box``) — of class ``cls`` when
+    given. The explained number is that candidate's score before NMS; NMS's choice stays fixed."""
+    from onnx import helper
+
+    if len(nms) > 1:
+        raise TargetError(f"box targets read one NonMaxSuppression; the model runs {len(nms)}")
+    node = nms[0]
+    boxes_in, scores_in, selected = node.input[0], node.input[1], node.output[0]
+    center = next((a.i for a in node.attribute if a.name == "center_point_box"), 0)
+    out = engine.spec.output(engine.output)
+    kept_scores = [o.name for o in engine.spec.outputs if len(o.shape or ()) == 2 and "float" in o.dtype]
+    chosen = engine.output is not None or out.name in kept_scores or len(kept_scores) != 1
+    shown_name = out.name if chosen else kept_scores[0]
+    flatten = [helper.make_node("Flatten", [scores_in], [CANDIDATES_OUTPUT], axis=1)]
+    derived = _derived_output(engine, f"nms_candidates,output={out.name}", CANDIDATES_OUTPUT, [None], flatten, [],
+                              activation="Sigmoid", logits=None)
+    what = f"box={target.box}" if target.detection else "match=" + ",".join(f"{v:g}" for v in target.match)
+    picked = []
+    for n in range(len(x)):  # one row per run: NMS's batch index is the row's
+        values = derived.forward(x[n:n + 1], (boxes_in, selected, shown_name))
+        scores = values[CANDIDATES_OUTPUT][0].astype(np.float64)
+        kept = values[selected][values[selected][:, 0] == 0]
+        boxes = values[boxes_in].shape[1]
+        flat = kept[:, 1] * boxes + kept[:, 2]
+        if target.detection:
+            shown = values[shown_name]
+            if shown.ndim != 2 or not np.issubdtype(shown.dtype, np.floating):
+                raise TargetError(f"{what} on a model that runs NonMaxSuppression reads the kept boxes' scores "
+                                  f"[N, K]; output {quote(shown_name)} is {list(shown.shape)} {shown.dtype}: give "
+                                  "output=NAME of the scores")
+            if not 0 <= target.box < shown.shape[1]:
+                raise TargetError(f"{what}: row {n} keeps {shown.shape[1]} box(es) in output {quote(shown_name)}")
+            gap = np.abs(scores[flat] - shown[0, target.box]) if len(flat) else np.array([np.inf])
+            if gap.min() > 1e-6 * max(1.0, abs(float(shown[0, target.box]))):
+                raise TargetError(f"{what}: no box NonMaxSuppression kept in row {n} has the score output "
+                                  f"{quote(shown_name)} holds at {target.box}")
+            best = int(np.argmin(gap))
+        else:
+            iou = _iou(values[boxes_in][0, kept[:, 2]].astype(np.float64), target.match, center)
+            if target.cls is not None:
+                iou = np.where(kept[:, 1] == np.broadcast_to(target.cls, (len(x),))[n], iou, -1.0)
+            if not len(iou) or iou.max() <= 0:
+                of = "" if target.cls is None else f" of class {target.cls}"
+                raise TargetError(f"no box{of} that NonMaxSuppression kept overlaps {what} in row {n}")
+            best = int(np.argmax(iou))
+        cls = kept[best, 1] if target.cls is None else np.broadcast_to(target.cls, (len(x),))[n]
+        picked.append(int(cls) * boxes + int(kept[best, 2]))
+    return derived, Target(np.asarray(picked, np.int64))
+
+
+def _iou(boxes: np.ndarray, box, center: int) -> np.ndarray:
+    """IoU of [K, 4] boxes — corners as NonMaxSuppression reads them (any diagonal pair, y
+    first), or x and y centre, width and height (``center`` 1) — with ``box`` x0, y0, x1, y1."""
+    if center:
+        cx, cy, w, h = boxes.T
+        x0, y0, x1, y1 = cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2
+    else:
+        y0, x0 = np.minimum(boxes[:, 0], boxes[:, 2]), np.minimum(boxes[:, 1], boxes[:, 3])
+        y1, x1 = np.maximum(boxes[:, 0], boxes[:, 2]), np.maximum(boxes[:, 1], boxes[:, 3])
+    bx0, by0, bx1, by1 = box
+    overlap = (np.clip(np.minimum(x1, bx1) - np.maximum(x0, bx0), 0, None)
+               * np.clip(np.minimum(y1, by1) - np.maximum(y0, by0), 0, None))
+    return overlap / np.maximum((x1 - x0) * (y1 - y0) + (bx1 - bx0) * (by1 - by0) - overlap, 1e-12)
+
+
 def log_probability_engine(engine):
     """An engine over the model with one more output, :data:`LOG_PROBABILITY_OUTPUT`: the
     log-softmax over the classes of the explained sequence output's logits [N, T, C] — the
@@ -216,14 +298,14 @@ def log_probability_engine(engine):
     logits = out.logits or out.name
     nodes = [helper.make_node("LogSoftmax", [logits], [LOG_PROBABILITY_OUTPUT], axis=-1)]
     return _derived_output(engine, f"log_probability,output={out.name}", LOG_PROBABILITY_OUTPUT,
-                           list(out.shape[1:]) if out.shape else None, nodes, [],
+                           list(out.shape[1:]) if out.shape else [None, None], nodes, [],
                            activation="LogSoftmax", logits=logits)
 
 
 def _derived_output(engine, key: str, name: str, row, nodes, initializers, **spec):
     """``engine.derived`` over the model with ``nodes`` (and ``initializers``) appended and their
-    tensor ``name`` (``row``: its dims after the batch; None: unknown) made the explained output,
-    its output spec given the fields ``spec``."""
+    tensor ``name`` (``row``: its dims after the batch, None where unknown) made the explained
+    output, its output spec given the fields ``spec``."""
     import onnx
     from onnx import helper
 
@@ -238,9 +320,10 @@ def _derived_output(engine, key: str, name: str, row, nodes, initializers, **spe
         graph.initializer.extend(initializers)
         graph.node.extend(nodes)
         dtype = next(o.type.tensor_type.elem_type for o in graph.output if o.name == source)
+        if dtype not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            dtype = onnx.TensorProto.FLOAT  # the explained output may be a detector's labels
         batch = engine.spec.image_input.shape[0]
-        dims = None if row is None else [batch if isinstance(batch, int) else "N",
-                                         *(d if isinstance(d, int) else None for d in row)]
+        dims = [batch if isinstance(batch, int) else "N", *(d if isinstance(d, int) else None for d in row)]
         graph.output.append(helper.make_tensor_value_info(name, dtype, dims))
         imported = import_model(model.SerializeToString(), layout=engine.spec.image_input.layout)
         outputs = tuple(replace(o, **spec) if o.name == name else o for o in imported.spec.outputs)
@@ -273,11 +356,7 @@ def matched_boxes(engine, x: np.ndarray, target: Target) -> np.ndarray:
     out = engine.forward(x)[name]
     box_axis, _, first = _detector_layout(out.shape, target, name)
     rows = np.moveaxis(out, box_axis, 1).astype(np.float64)  # [N, boxes, features]
-    cx, cy, w, h = (rows[..., i] for i in range(4))
-    x0, y0, x1, y1 = target.match
-    overlap = (np.clip(np.minimum(cx + w / 2, x1) - np.maximum(cx - w / 2, x0), 0, None)
-               * np.clip(np.minimum(cy + h / 2, y1) - np.maximum(cy - h / 2, y0), 0, None))
-    iou = overlap / np.maximum(w * h + (x1 - x0) * (y1 - y0) - overlap, 1e-12)
+    iou = _iou(rows[..., :4].reshape(-1, 4), target.match, center=1).reshape(rows.shape[:2])
     if target.cls is not None:
         iou = np.where(rows[..., first:].argmax(axis=2) == np.asarray(target.cls).reshape(-1, 1), iou, -1.0)
     missing = iou.max(axis=1) <= 0

@@ -306,6 +306,8 @@ class Engine:
             if self._fixed_batch and rows < self._fixed_batch:
                 feeds = {k: np.concatenate([v, np.repeat(v[-1:], self._fixed_batch - rows, axis=0)])
                          for k, v in feeds.items()}
-            for name, value in session.run(feeds).items():
-                chunks.setdefault(name, []).append(value[:rows] if self._fixed_batch else value)
+            padded = self._fixed_batch is not None and rows < self._fixed_batch
+            for name, value in session.run(feeds).items():  # a tensor without a batch axis (NMS's kept indices) stays
+                batch_first = value.shape[:1] == (self._fixed_batch,)
+                chunks.setdefault(name, []).append(value[:rows] if padded and batch_first else value)
         return {name: parts[0] if len(parts) == 1 else np.concatenate(parts) for name, parts in chunks.items()}
