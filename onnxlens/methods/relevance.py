@@ -48,21 +48,23 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "lrp",
                        params={"rules": rules.name}, layer_map=layer_map,
                        diagnostics={"conservation_gap": gaps, "relevance_ratio": ratio},
-                       warnings=unconserved(total, values, max_gap))
+                       warnings=unconserved(total, values, max_gap, rule_params.get("zero_bias") is False))
 
 
-def unconserved(total: np.ndarray, values: np.ndarray, max_gap: float) -> list[str]:
+def unconserved(total: np.ndarray, values: np.ndarray, max_gap: float, biases: bool = False) -> list[str]:
     """One line when relevance is not conserved: |Σ input relevance − score| above ``max_gap``
     times the batch's mean |score| on some rows (measured against the mean, a row whose own
-    score is near zero is not judged by a ratio that its bias terms alone can swing)."""
+    score is near zero is not judged by a ratio that its bias terms alone can swing); ``biases``:
+    the rules kept the biases, so the line names ``zero_bias``."""
     gap = np.abs(total - values) / max(float(np.mean(np.abs(values))), 1e-12)
     off = ~(gap <= max_gap)  # NaN counts as off
     if not off.any():
         return []
     worst = np.nan_to_num(gap[off], nan=np.inf).max()
+    hint = "; --param zero_bias=true leaves biases out, where they absorb it" if biases else ""
     return [f"relevance is not conserved for {int(off.sum())} of {len(gap)} input(s): |Σ relevance − score| is up "
             f"to {worst:.3g}× the mean |score| (allowed: {max_gap:g}, --param max_gap); these maps do not "
-            "decompose the score"]
+            f"decompose the score{hint}"]
 
 
 @method("lrp")
