@@ -42,14 +42,15 @@ def main() -> None:
         torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
                           output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
         explainer = Explainer(path, device="cpu", threads=args.threads)
-        targets = list(range(args.batch))
+        with torch.no_grad():  # Zennit is handed the classes that onnxlens finds itself (its default target)
+            targets = net(x).argmax(dim=1).tolist()
         one_hot = torch.eye(1000)[targets]
 
         def zennit_run():
             with Gradient(model=net, composite=EpsilonPlusFlat(canonizers=[canonizer])) as attributor:
                 attributor(x, lambda out: out * one_hot)
 
-        m, r = interleaved_medians(lambda: explainer.explain(x.numpy(), "lrp", target=targets), zennit_run, args.repeats)
+        m, r = interleaved_medians(lambda: explainer.explain(x.numpy(), "lrp"), zennit_run, args.repeats)
         print(f"{name:<22}{m:>11.2f}{r:>10.2f}{r / m:>17.2f}")
 
 

@@ -9,6 +9,7 @@ from onnxlens.graph_ops.layers import attention_weights, token_grid
 from onnxlens.methods.cam import layer_map_explanation
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.seeding import seeded_vjp
 from onnxlens.methods.targets import target_scores
 
 _FUSIONS = {"mean": np.mean, "max": np.max, "min": np.min}
@@ -63,7 +64,7 @@ def attention_rollout(engine, x, target, *, head_fusion: str = "mean", score: st
                                  "attention_rollout", names[-1], layer_map, params={"head_fusion": head_fusion})
 
 
-@method("legrad")
+@method("legrad", predicts=True)
 def legrad(engine, x, target, *, score: str = "logit") -> Explanation:
     """LeGrad (Bousselham et al., 2024, arXiv:2404.03214): the gradient of the target score
     with respect to every block's attention weights, ReLU'd, averaged over heads and over the
@@ -71,7 +72,7 @@ def legrad(engine, x, target, *, score: str = "logit") -> Explanation:
     one backward run. The paper scores each block through the model's head applied to that
     block's tokens; here every block is differentiated from the model's own score."""
     names = _blocks(engine)
-    result = engine.vjp(x, engine.one_hot(target, score), wrt=names, score=score)
+    result, target = seeded_vjp(engine, x, target, score, wrt=names)
     _, prefix, grid = _grid(engine, result.grads, len(x), "legrad")
     maps = [np.maximum(result.grads[n].astype(np.float64), 0).mean(axis=(1, 2))[:, prefix:] for n in names]
     return layer_map_explanation(engine, x, target, target_scores(result.scores, target), "legrad", names[-1],

@@ -20,17 +20,19 @@ from onnxlens.graph_ops.index import graph_index
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.feature_maps import default_layer, layout_of
 from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.seeding import seeded_vjp
 from onnxlens.methods.targets import target_scores
 from onnxlens.scaling import unit_scale
 
 
 def _activations_and_grads(engine, x, target, layer, score):
-    """(layer, activations, gradients — both [N, C, h, w] — and target scores) from one run."""
+    """(target per row, layer, activations, gradients — both [N, C, h, w] — and target scores)
+    from one run; a None target is the predicted class, chosen in that run."""
     layer = layer or default_layer(engine, x, target, score)
-    result = engine.vjp(x, engine.one_hot(target, score), wrt=[layer], score=score, tensors=[layer])
+    result, target = seeded_vjp(engine, x, target, score, wrt=[layer], tensors=[layer])
     a = result.tensors[layer]
     layout = layout_of(engine, layer, a, len(x))
-    return (layer, layout.channels_first(a).astype(np.float64),
+    return (target, layer, layout.channels_first(a).astype(np.float64),
             layout.channels_first(result.grads[layer]).astype(np.float64), target_scores(result.scores, target))
 
 
@@ -65,19 +67,19 @@ def _weighted(weights, a):
     return np.einsum("nk,nkhw->nhw", weights, a)
 
 
-@method("gradcam")
+@method("gradcam", predicts=True)
 def gradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Grad-CAM (Selvaraju et al., 2017, arXiv:1610.02391): ReLU(Σ_k mean_ij(∂y/∂A_k) · A_k)."""
-    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    target, layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
     return layer_map_explanation(engine, x, target, values, "gradcam", layer,
                                  np.maximum(_weighted(g.mean(axis=(2, 3)), a), 0))
 
 
-@method("gradcam_plus_plus")
+@method("gradcam_plus_plus", predicts=True)
 def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Grad-CAM++ (Chattopadhyay et al., 2018, arXiv:1710.11063): channel weights
     Σ_ij ReLU(g) · g² / (2g² + Σ_ij A · g³), as pytorch-grad-cam computes them."""
-    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    target, layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
     g2, g3 = g ** 2, g ** 3
     alpha = g2 / (2 * g2 + a.sum(axis=(2, 3), keepdims=True) * g3 + 1e-6)
     alpha = np.where(g != 0, alpha, 0)
@@ -86,10 +88,10 @@ def gradcam_plus_plus(engine, x, target, *, layer: str | None = None, score: str
                                  np.maximum(_weighted(weights, a), 0))
 
 
-@method("layercam")
+@method("layercam", predicts=True)
 def layercam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Layer-CAM (Jiang et al., 2021, IEEE TIP 30): ReLU(Σ_k ReLU(∂y/∂A_k) ⊙ A_k)."""
-    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    target, layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
     return layer_map_explanation(engine, x, target, values, "layercam", layer,
                                  np.maximum((np.maximum(g, 0) * a).sum(axis=1), 0))
 
@@ -115,10 +117,10 @@ def eigencam(engine, x, target, *, layer: str | None = None, score: str = "logit
                                  np.maximum(first_component_projection(a), 0))
 
 
-@method("eigengradcam")
+@method("eigengradcam", predicts=True)
 def eigengradcam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """Eigen-Grad-CAM (pytorch-grad-cam): the first principal component of gradient ⊙ activation."""
-    layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
+    target, layer, a, g, values = _activations_and_grads(engine, x, target, layer, score)
     return layer_map_explanation(engine, x, target, values, "eigengradcam", layer,
                                  np.maximum(first_component_projection(g * a), 0))
 
@@ -135,7 +137,7 @@ def fem(engine, x, target, *, layer: str | None = None, k: float = 1.0, score: s
                                  np.maximum(_weighted(weights, a), 0), params={"k": k})
 
 
-@method("guided_gradcam")
+@method("guided_gradcam", predicts=True)
 def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation: str = "nearest",
                    score: str = "logit") -> Explanation:
     """Guided Grad-CAM (Selvaraju et al., 2017): Guided Backprop ⊙ the Grad-CAM map upsampled
@@ -150,23 +152,22 @@ def guided_gradcam(engine, x, target, *, layer: str | None = None, interpolation
         up = upsample(cam.layer_map, spatial)
     else:
         raise MethodError(f"interpolation must be nearest or bilinear, got {interpolation!r}")
-    guided = engine.vjp(x, engine.one_hot(target, score), rules=GUIDED_BACKPROP,
+    guided = engine.vjp(x, engine.one_hot(cam.target, score), rules=GUIDED_BACKPROP,
                         score=score).grads[engine.input_name]
     attribution = (guided * np.expand_dims(up, engine.channel_axis)).astype(np.float32)
     heatmap = np.stack([unit_scale(m) for m in np.abs(attribution).max(axis=engine.channel_axis)]).astype(np.float32)
-    return Explanation(attribution, heatmap, target, cam.score, "guided_gradcam",
+    return Explanation(attribution, heatmap, cam.target, cam.score, "guided_gradcam",
                        params={"layer": cam.params["layer"]}, layer_map=cam.layer_map)
 
 
-@method("cam")
+@method("cam", predicts=True)
 def cam(engine, x, target, *, layer: str | None = None, score: str = "logit") -> Explanation:
     """CAM (Zhou et al., 2016, arXiv:1512.04150): Σ_k w_k A_k with w the linear head's weights
     of the target class. Only for a layer that feeds global average pooling and then a linear
     head; no ReLU (the map is signed)."""
     layer = layer or default_layer(engine, x, target, score)
     pooled = gap_linear_head(engine, layer, engine.score_name(score))
-    result = engine.vjp(x, engine.one_hot(target, score), wrt=[pooled], score=score,
-                        tensors=[layer])
+    result, target = seeded_vjp(engine, x, target, score, wrt=[pooled], tensors=[layer])
     weights = result.grads[pooled].reshape(len(x), -1).astype(np.float64)
     a = result.tensors[layer]
     a = layout_of(engine, layer, a, len(x)).channels_first(a).astype(np.float64)

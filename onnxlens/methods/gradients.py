@@ -13,12 +13,14 @@ from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import MethodError, method, method_info
 from onnxlens.methods.targets import target_scores, tile_rows
 from onnxlens.methods.scoring import blurred, copy_chunks
+from onnxlens.methods.seeding import seeded_vjp
 
 
 def _input_grad(engine, x, target, rules=None, score="logit"):
-    """(target score per row, gradient of the target score w.r.t. the input)."""
-    result = engine.vjp(x, engine.one_hot(target, score), rules=rules, score=score)
-    return target_scores(result.scores, target), result.grads[engine.input_name]
+    """(target per row, its score, the gradient of its score w.r.t. the input); a None target
+    is the predicted class, chosen in the same run."""
+    result, target = seeded_vjp(engine, x, target, score, rules=rules)
+    return target, target_scores(result.scores, target), result.grads[engine.input_name]
 
 
 def max_abs_over_channels(engine, attribution):
@@ -29,39 +31,39 @@ def sum_over_channels(engine, attribution):
     return attribution.sum(axis=engine.channel_axis)
 
 
-@method("gradient")
+@method("gradient", predicts=True)
 def gradient(engine, x, target, *, abs: bool = True, score: str = "logit") -> Explanation:
     """Vanilla gradient saliency (Simonyan et al., 2014, arXiv:1312.6034).
 
     attribution: the signed gradient of the target score w.r.t. the input; heatmap: the
     maximum over channels of its magnitude (``abs=true``) or its sum over channels (``abs=false``).
     """
-    values, grad = _input_grad(engine, x, target, score=score)
+    target, values, grad = _input_grad(engine, x, target, score=score)
     heatmap = max_abs_over_channels(engine, grad) if abs else sum_over_channels(engine, grad)
     return Explanation(grad, heatmap, target, values, "gradient")
 
 
-@method("input_x_gradient")
+@method("input_x_gradient", predicts=True)
 def input_x_gradient(engine, x, target, *, score: str = "logit") -> Explanation:
     """Input × Gradient (Shrikumar et al., 2016, arXiv:1605.01713); heatmap: sum over channels."""
-    values, grad = _input_grad(engine, x, target, score=score)
+    target, values, grad = _input_grad(engine, x, target, score=score)
     attribution = x * grad
     return Explanation(attribution, sum_over_channels(engine, attribution), target, values, "input_x_gradient")
 
 
-@method("guided_backprop")
+@method("guided_backprop", predicts=True)
 def guided_backprop(engine, x, target, *, score: str = "logit") -> Explanation:
     """Guided Backpropagation (Springenberg et al., 2015, arXiv:1412.6806): only positive
     cotangents pass ReLUs, and only where the input was positive. Heatmap: max |·| over channels."""
-    values, grad = _input_grad(engine, x, target, GUIDED_BACKPROP, score)
+    target, values, grad = _input_grad(engine, x, target, GUIDED_BACKPROP, score)
     return Explanation(grad, max_abs_over_channels(engine, grad), target, values, "guided_backprop")
 
 
-@method("deconvnet")
+@method("deconvnet", predicts=True)
 def deconvnet(engine, x, target, *, score: str = "logit") -> Explanation:
     """DeconvNet (Zeiler & Fergus, 2014, arXiv:1311.2901): ReLUs pass the positive part of the
     cotangent regardless of the forward input. Heatmap: max |·| over channels."""
-    values, grad = _input_grad(engine, x, target, DECONVNET, score)
+    target, values, grad = _input_grad(engine, x, target, DECONVNET, score)
     return Explanation(grad, max_abs_over_channels(engine, grad), target, values, "deconvnet")
 
 

@@ -27,6 +27,8 @@ class MethodInfo:
     name: str
     fn: Callable[..., Explanation]
     defaults: dict  #: parameter → default value
+    #: it takes target None for the predicted class, chosen in its own backward run
+    predicts: bool = False
 
 
 METHODS: dict[str, MethodInfo] = {}
@@ -37,13 +39,15 @@ METHODS: dict[str, MethodInfo] = {}
 COMMON_PARAMS = {"ste": "clipped", "precision": "float32"}
 
 
-def method(name: str):
-    """Register ``fn(engine, x, target, *, params…) -> Explanation`` under ``name``."""
+def method(name: str, *, predicts: bool = False):
+    """Register ``fn(engine, x, target, *, params…) -> Explanation`` under ``name``;
+    ``predicts``: ``fn`` takes target None on a class-score vector and explains each row's top
+    class, found in the same session run as its map (its Explanation's target says which)."""
 
     def register(fn):
         params = list(inspect.signature(fn).parameters.values())[3:]
         defaults = {p.name: p.default for p in params}
-        METHODS[name] = MethodInfo(name, fn, defaults)
+        METHODS[name] = MethodInfo(name, fn, defaults, predicts)
         return fn
 
     return register
@@ -119,9 +123,14 @@ def run_method(name: str, engine, x: np.ndarray, target=None, **params) -> Expla
         params.setdefault("score", "probability")  # a sequence's default: its log-probability
         if params["score"] == "probability":
             engine = log_probability_engine(engine)
-    classes, weights = resolve_targets(engine, x, target)
-    explanation = info.fn(engine, x, classes if weights is None else weights, **params)
-    explanation.target, explanation.weights = classes, weights
+    if info.predicts and target.cls is None and target.weights is None and not target.describe() \
+            and _output_rank(engine) == 2:  # the top class, chosen in the method's own run
+        explanation = info.fn(engine, x, None, **params)
+        explanation.target = np.asarray(explanation.target, np.int64)
+    else:
+        classes, weights = resolve_targets(engine, x, target)
+        explanation = info.fn(engine, x, classes if weights is None else weights, **params)
+        explanation.target, explanation.weights = classes, weights
     explanation.timings.setdefault("total", time.perf_counter() - start)
     deviation = engine.twin_deviation(x)
     if deviation is not None:

@@ -10,6 +10,7 @@ from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.feature_maps import layout_of
 from onnxlens.methods.gradients import sum_over_channels
 from onnxlens.methods.registry import MethodError, method
+from onnxlens.methods.seeding import seeded_vjp
 from onnxlens.methods.targets import is_weights, target_scores
 
 
@@ -27,10 +28,11 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     # a region or sequence target seeds each weighted output with its own score (R = w ⊙ z);
     # the layers' relevance comes back as row sums (the conservation check), the chosen layer's whole
     wrt = [engine.input_name] + ([layer] if layer is not None else [])
-    seed = engine.one_hot(target, score)
     if is_weights(target):
-        seed = seed * engine.forward(x)[engine.score_name(score)]
-    result = engine.vjp(x, seed, wrt=wrt, rules=rules, score=score, totals=layers)
+        seed = engine.one_hot(target, score) * engine.forward(x)[engine.score_name(score)]
+        result = engine.vjp(x, seed, wrt=wrt, rules=rules, score=score, totals=layers)
+    else:  # a None target: the predicted class, chosen in the same run
+        result, target = seeded_vjp(engine, x, target, score, wrt=wrt, rules=rules, totals=layers)
     values = target_scores(result.scores, target)
     scale = np.ones_like(values) if is_weights(target) else values
     grads = result.grads[engine.input_name]
@@ -67,7 +69,7 @@ def unconserved(total: np.ndarray, values: np.ndarray, max_gap: float, biases: b
             f"decompose the score{hint}"]
 
 
-@method("lrp")
+@method("lrp", predicts=True)
 def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float = 1e-6, gamma: float = 0.25,
         alpha: float = 2.0, beta: float = 1.0, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
         zero_bias: bool = False, layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
@@ -86,7 +88,7 @@ def lrp(engine, x, target, *, preset: str = "epsilon_plus_flat", epsilon: float 
                       beta=beta, low=low, high=high, stabilizer=stabilizer, zero_bias=zero_bias)
 
 
-@method("deep_taylor")
+@method("deep_taylor", predicts=True)
 def deep_taylor(engine, x, target, *, low: float = 0.0, high: float = 1.0, stabilizer: float = 1e-6,
                 layer: str | None = None, score: str = "logit", max_gap: float = 0.5) -> Explanation:
     """Deep Taylor decomposition (Montavon et al., 2017, Pattern Recognit. 65:211–222): z⁺ in

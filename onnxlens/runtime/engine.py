@@ -14,6 +14,7 @@ from onnxlens.errors import InputShapeError, quote
 from onnxlens.graph_ops.backward import (
     RuleSet, grad_name, gradient_model, prepare_for_differentiation, seed_name, total_name,
 )
+from onnxlens.graph_ops.backward.compile import PREDICTED_OUTPUT
 from onnxlens.graph_ops.backward.rules.quantize import unclipped
 from onnxlens.graph_ops.layers import FeatureMap, layer_candidates
 from onnxlens.graph_ops.quantization import quantizers
@@ -40,6 +41,11 @@ class VjpResult:
     grads: dict[str, np.ndarray]  #: wrt tensor → cotangent, one row per input
     tensors: dict[str, np.ndarray]  #: exposed inner tensors, one row per input
     totals: dict[str, np.ndarray] = field(default_factory=dict)  #: totals tensor → its cotangent's row sums
+    predicted: np.ndarray | None = None  #: the class per row a :data:`PREDICTED` seed chose
+
+
+#: the seed of the predicted class: each row's top class, chosen inside the backward run
+PREDICTED = "predicted"
 
 
 class Engine:
@@ -230,7 +236,9 @@ class Engine:
             tensors: Sequence[str] = (), totals: Sequence[str] = ()) -> VjpResult:
         """Scores and the cotangents of ``seed · score`` w.r.t. ``wrt`` (default: the input);
         inner ``tensors`` come back from the same run in ``VjpResult.tensors``, and the per-row
-        sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``."""
+        sums of the cotangents of ``totals`` tensors in ``VjpResult.totals``. ``seed``
+        :data:`PREDICTED` seeds each row's top class of a class-score vector in the same run
+        (``VjpResult.predicted``)."""
         x = self.check_input(x)
         output = output or self.output
         if has_symbolic_spatial(self.model):
@@ -244,26 +252,33 @@ class Engine:
         exposed = tuple(sorted(set(tensors)))
         in_model_precision = self.precision == "model" and self.is_twin
         graph = self.forward_graph if in_model_precision else self.graph
+        predicted = isinstance(seed, str) and seed == PREDICTED
         spec = {"kind": "vjp", "wrt": wrt, "rules": rules.key if rules else None, "score": score,
-                "output": output, "expose": exposed, "totals": totals, "model_precision": in_model_precision}
+                "output": output, "expose": exposed, "totals": totals, "model_precision": in_model_precision,
+                **({"seed": PREDICTED} if predicted else {})}
 
         def build():
-            return gradient_model(graph, self.spec, output=output, score=score,
-                                  wrt=wrt, rules=rules, exposed=exposed, totals=totals).vjp.model
+            return gradient_model(graph, self.spec, output=output, score=score, wrt=wrt, rules=rules,
+                                  exposed=exposed, totals=totals, predicted=predicted).vjp.model
 
-        session = self.cache.get(self.key, spec, build, self.config)
         name = self.score_name(score, output)
-        seed = np.asarray(seed, dtype=np.float32)
-        if seed.shape[0] != x.shape[0]:
-            raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
+        if predicted:
+            self.one_hot(np.zeros(1, np.int64), score, output)  # one vector of class scores per row
+        session = self.cache.get(self.key, spec, build, self.config)
+        feeds = {}
+        if not predicted:
+            seed = np.asarray(seed, dtype=np.float32)
+            if seed.shape[0] != x.shape[0]:
+                raise InputShapeError(f"seed has {seed.shape[0]} rows for {x.shape[0]} inputs")
+            feeds = {seed_name(name): seed}
         if in_model_precision:  # feed the deployed types, return float32
             x = x.astype(self.spec.image_input.dtype, copy=False)
-            seed = seed.astype(session.input_types[seed_name(name)], copy=False)
-        out = self._batched(session, x, {seed_name(name): seed})
+            feeds = {k: v.astype(session.input_types[k], copy=False) for k, v in feeds.items()}
+        out = self._batched(session, x, feeds)
         if in_model_precision:
             out = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
         return VjpResult(out[name], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
-                         {t: out[total_name(t)] for t in totals})
+                         {t: out[total_name(t)] for t in totals}, out.get(PREDICTED_OUTPUT))
 
     def saturated_quantizers(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Quantized tensor → per row of ``x``, the share of its values that its QuantizeLinear
