@@ -26,7 +26,7 @@ def inspect(
 
     imported = import_model(model, layout=layout.upper() if layout else None, max_bytes=max_size)
     info = imported.describe()
-    from onnxlens.methods.targets import output_targets
+    from onnxlens.graph_ops.output_kinds import output_targets
 
     for output in info["outputs"]:
         output["targets"] = output_targets(output["shape"])

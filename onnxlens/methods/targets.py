@@ -148,16 +148,6 @@ def _box(spec: str, value) -> tuple[float, ...] | None:
     return box
 
 
-#: per number of axes of an output (batch first): its kind, the target specs it takes, its default
-OUTPUT_KINDS = {
-    2: ("class scores", "class=K", "the predicted class"),
-    3: ("sequence or detections", "sequence, step=T[,class=K]; box=I[,class=K][,objectness]",
-        "sequence: the greedy-decoded path's log-likelihood"),
-    4: ("dense map", "class=K with region=MASK, box=x0,y0,x1,y1, predicted",
-        "the whole map, the class of the largest sum"),
-}
-
-
 def given_weights(target: Target, rows: int) -> tuple[np.ndarray, np.ndarray]:
     """(class per row, weights) of a target with its ``weights`` given, checked against the
     ``rows`` explained (the weights' fit to the score tensor is the seed's check)."""
@@ -168,13 +158,6 @@ def given_weights(target: Target, rows: int) -> tuple[np.ndarray, np.ndarray]:
         raise TargetError(f"target weights of shape {list(weights.shape)} must hold one weight tensor for each of "
                           f"the {rows} input row(s)")
     return np.broadcast_to(np.asarray(-1 if target.cls is None else target.cls, np.int64), (rows,)).copy(), weights
-
-
-def output_targets(shape) -> dict:
-    """What an output of ``shape`` (batch first; None: unknown) is explained by: its kind, the
-    target specs it takes beside ``output=NAME``, and the default target."""
-    kind, specs, default = OUTPUT_KINDS.get(None if shape is None else len(shape), ("other", "none", "none"))
-    return {"kind": kind, "specs": specs, "default": default}
 
 
 def detection_engine(engine, target: Target, x: np.ndarray):
