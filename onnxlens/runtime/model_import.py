@@ -366,7 +366,7 @@ def _batch_dims(at_1: tuple, at_2: tuple | None, batch_name: str) -> tuple:
 
 
 def _compare_with_original(original, canonical, feeds, canonical_out, config: SessionConfig) -> str:
-    if original.SerializeToString() == canonical.SerializeToString():
+    if original == canonical:  # field by field, without serializing the weights
         return "canonical form identical to the file"
     try:
         reference = create_session(original, config).run(feeds)
