@@ -56,7 +56,7 @@ LIMITS = {
 
 #: Method and metric parameters that multiply the work; each is capped by ``parameter_count``.
 COUNT_PARAMETERS = frozenset({"steps", "samples", "masks", "iterations", "runs", "n_segments", "cells",
-                              "subset_size", "k", "max_layers"})
+                              "subset_size", "k", "max_layers", "max_steps"})
 
 
 def check(name: str, count: int, subject: str) -> None:
