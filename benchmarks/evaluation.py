@@ -1,7 +1,10 @@
 """Insertion + deletion (48 steps each) with onnxlens vs Quantus's PixelFlipping (48 steps, run
 twice for the same number of model calls; 48, not 50, because Quantus needs a step size that
 divides H·W) on the same torch module, CPU, same threads,
-interleaved repetitions; printed as ratios.
+interleaved repetitions; printed as ratios. Beside them the floor: plain ONNX Runtime forward
+runs over as many rows as the two metrics score (2 × images × (steps + 1)), in runs of the size
+the metrics use, on copies built beforehand — onnxlens / floor is what building the perturbed
+copies and the bookkeeping cost on top of the model's own forward passes.
 
     pip install -e ".[reference]"
     python benchmarks/evaluation.py [--threads 2] [--repeats 3]
@@ -14,6 +17,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import quantus
 import torch
 import torchvision
@@ -21,6 +25,7 @@ from torch import nn
 
 from onnxlens import Explainer
 from onnxlens.evaluation import evaluate
+from onnxlens.runtime import SessionConfig, create_session
 from timing import interleaved_medians  # benchmarks/timing.py
 
 STEPS = 48
@@ -47,7 +52,8 @@ def main() -> None:
              "ResNet-18, 8 × 224²": (torchvision.models.resnet18(), 8, 224)}
     print(f"insertion + deletion, {STEPS} steps each, {args.threads} thread(s), median of {args.repeats} "
           "interleaved runs (first round dropped)")
-    print(f"{'model, images':<30}{'onnxlens s':>11}{'Quantus s':>11}{'Quantus/onnxlens':>18}")
+    print(f"{'model, images':<30}{'onnxlens s':>11}{'Quantus s':>11}{'Quantus/onnxlens':>18}{'floor s':>9}"
+          f"{'onnxlens/floor':>16}")
     for name, (net, count, size) in cases.items():
         torch.manual_seed(0)
         net.eval()
@@ -69,8 +75,18 @@ def main() -> None:
             evaluate(explainer, x.numpy(), [e], ["deletion", "insertion"], baselines=(),
                      params={"deletion": {"steps": STEPS}, "insertion": {"steps": STEPS}})
 
+        engine = explainer.engine
+        session = create_session(engine.forward_graph, SessionConfig(device="cpu", threads=args.threads))
+        rows = 2 * count * (STEPS + 1)
+        run = np.resize(x.numpy(), (4 * engine.batch_size, *x.shape[1:]))  # scores_in_batches' run size
+
+        def floor_run():
+            for start in range(0, rows, len(run)):
+                session.run({engine.input_name: run[:min(len(run), rows - start)]})
+
         m, r = interleaved_medians(onnxlens_run, quantus_run, args.repeats)
-        print(f"{name:<30}{m:>11.2f}{r:>11.2f}{r / m:>18.2f}")
+        f, _ = interleaved_medians(floor_run, lambda: None, args.repeats)
+        print(f"{name:<30}{m:>11.2f}{r:>11.2f}{r / m:>18.2f}{f:>9.2f}{m / f:>16.2f}")
 
 
 if __name__ == "__main__":
