@@ -7,6 +7,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
+# every test imports its models anew (tests of the disk cache turn it on for themselves)
+os.environ.setdefault("ONNXLENS_CACHE_DIR", "off")
 
 
 def run_cli(*args, env=None):

@@ -23,6 +23,7 @@ from onnxlens.graph_ops.precision import float32_twin, half_precision
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.graph_ops.summary import summarize_graph
 from onnxlens.limits import check as check_limit
+from onnxlens.runtime import import_cache
 from onnxlens.runtime.session import SessionConfig, create_session
 
 #: Image sizes (height, width) a model with a symbolic image size is run at when imported, the
@@ -125,9 +126,20 @@ def import_model(
     """Load, validate and canonicalize a model, then check the canonical form by running it.
 
     Raises a subclass of :class:`~onnxlens.errors.OnnxLensError` naming the problem when the
-    model cannot be used.
+    model cannot be used. A file imported before (same bytes, layout and versions) comes from
+    the disk cache (:mod:`onnxlens.runtime.import_cache`).
     """
     loaded = load_model(source, max_bytes=max_bytes, base_dir=base_dir)
+    cached = import_cache.load_entry(loaded.sha256, layout)
+    if cached is not None:  # imported by an earlier process: the same file, layout and versions
+        spec = model_spec(cached["deployed"] or cached["model"], layout)
+        return ImportedModel(loaded=loaded, spec=spec, **cached)
+    imported = _imported(loaded, layout)
+    import_cache.store_entry(loaded.sha256, layout, imported)
+    return imported
+
+
+def _imported(loaded: LoadedModel, layout: str | None) -> ImportedModel:
     label = quote(loaded.path.name) if loaded.path else "the model"
     model, reordered = in_topological_order(loaded.model)
     validate_model(model, label)

@@ -15,9 +15,11 @@ MODEL = MODELS / "digits_cnn.onnx"
 
 
 def test_cli_writes_nothing_into_home(tmp_path):
+    """Nothing but matplotlib's folders and onnxlens's cache of imported models, which holds
+    ONNX files and their import notes only."""
     home = tmp_path / "home"
     home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DISABLE_TELEMETRY", "ONNXLENS_CACHE_DIR")}
     env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
     x = tmp_path / "x.npy"
     np.save(x, np.load(MODEL.parent / "samples" / "digits" / "test.npz")["x"][:2])
@@ -27,7 +29,9 @@ def test_cli_writes_nothing_into_home(tmp_path):
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr
     written = {p.relative_to(home).as_posix() for p in home.rglob("*")}
-    assert written <= {".config", ".config/matplotlib", ".cache", ".cache/matplotlib"}, written
+    cached = {w for w in written if w.startswith(".cache/onnxlens/")}
+    assert written - cached <= {".config", ".config/matplotlib", ".cache", ".cache/matplotlib", ".cache/onnxlens"}
+    assert {w.rsplit("/", 1)[-1] for w in cached if (home / w).is_file()} == {"model.onnx", "entry.json"}, cached
 
 
 def test_the_throwaway_prefect_home_goes_with_the_process(tmp_path):
