@@ -25,6 +25,8 @@ def audit(
         help="predicted (default), label, or a target spec as explain takes it; class=label and "
              "region=dataset take each item's own label and mask.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Inputs per task.")] = None,
+    memory_budget: Annotated[Optional[str], typer.Option(
+        help="Most memory one session run may hold, e.g. 2G (default: a quarter of the available memory).")] = None,
     device: Annotated[Optional[str], typer.Option(help="auto, cpu or cuda.")] = None,
     runner: Annotated[str, typer.Option(help="threads (a Prefect flow), dask or ray (Prefect on worker processes) or direct (no Prefect).")] = "threads",
     workers: Annotated[Optional[int], typer.Option(help="Concurrent tasks, or Dask worker processes.")] = None,
@@ -49,7 +51,7 @@ def audit(
         config = load_config({"model": str(source), "dataset": {"path": str(data)}, "methods": names(methods)})
     config = config.with_overrides(
         dataset={"masks_key": masks_key, "labels_key": labels_key, "mask_suffix": mask_suffix, "limit": limit},
-        target=target, batch_size=batch_size, device=device, output=out and str(out), workers=workers, dask_address=dask_address,
+        target=target, batch_size=batch_size, memory_budget=memory_budget, device=device, output=out and str(out), workers=workers, dask_address=dask_address,
         compare=compare and str(compare), runner=runner if runner != "direct" else None, metrics=names(metrics))
     with progress_bar("audit · batches") as bar:
         task = bar.add_task("audit", total=None)

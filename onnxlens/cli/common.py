@@ -28,13 +28,15 @@ class ImageOptions:
     value_range: str
     layout: Optional[str]
     device: str
+    memory_budget: Optional[str]
 
     def open(self, model: Path):
         """The model's Explainer, its image input and the preprocessing these options ask for."""
         from onnxlens.methods import Explainer
         from onnxlens.pipelines.images import Preprocessing
 
-        explainer = Explainer(model, device=self.device, layout=self.layout.upper() if self.layout else None)
+        explainer = Explainer(model, device=self.device, layout=self.layout.upper() if self.layout else None,
+                              memory_budget=self.memory_budget)
         preprocessing = Preprocessing(floats(self.mean), floats(self.std), self.channel_order, self.value_range)
         return explainer, explainer.model.spec.image_input, preprocessing
 
@@ -48,6 +50,9 @@ _IMAGE_OPTIONS = [
         ("value_range", Annotated[str, typer.Option(help="Images: 0-1 or 0-255 before mean/std.")], "0-1"),
         ("layout", Annotated[Optional[str], typer.Option(help="Force the input layout: NCHW or NHWC.")], None),
         ("device", DeviceOption, "auto"),
+        ("memory_budget", Annotated[Optional[str], typer.Option(
+            help="Most memory one session run may hold, e.g. 2G; sizes every run's rows "
+                 "(default: a quarter of the available memory).")], None),
     )]
 
 

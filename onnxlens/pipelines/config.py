@@ -110,6 +110,8 @@ class AuditConfig(_Strict):
     target: str = "predicted"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(32, gt=0)
+    #: most memory one session run may hold, e.g. "2G" (default: a quarter of the available memory)
+    memory_budget: str | None = None
     workers: int = Field(1, gt=0)  #: concurrent tasks (threads), or Dask/Ray worker processes
     runner: Literal["threads", "dask", "ray"] = "threads"
     dask_address: str | None = None  #: join this Dask scheduler instead of starting a LocalCluster
@@ -132,6 +134,18 @@ class AuditConfig(_Strict):
 
         if value not in matplotlib.colormaps:
             raise ValueError(f"unknown colormap {value!r}; any matplotlib colormap name works (e.g. jet, viridis)")
+        return value
+
+    @field_validator("memory_budget")
+    @classmethod
+    def _memory_size(cls, value):
+        from onnxlens.runtime.memory import parse_size
+
+        if value is not None:
+            try:
+                parse_size(value)
+            except OnnxLensError as exc:
+                raise ValueError(str(exc)) from None
         return value
 
     @field_validator("target")

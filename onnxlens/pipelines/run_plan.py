@@ -55,10 +55,10 @@ _EXPLAINERS: dict[tuple, Explainer] = {}
 def explainer_for(config: AuditConfig, device: str | None = None) -> Explainer:
     """One Explainer (and so one set of sessions) per model, device and process."""
     layout = config.dataset.preprocessing.layout
-    key = (str(config.model), device or config.device, config.batch_size, layout, os.getpid())
+    key = (str(config.model), device or config.device, config.batch_size, config.memory_budget, layout, os.getpid())
     if key not in _EXPLAINERS:
         _EXPLAINERS[key] = Explainer(config.model, device=device or config.device, batch_size=config.batch_size,
-                                     layout=layout)
+                                     layout=layout, memory_budget=config.memory_budget)
     return _EXPLAINERS[key]
 
 

@@ -21,14 +21,12 @@ from onnxlens.graph_ops.quantization import quantizers
 from onnxlens.graph_ops.expose import expose
 from onnxlens.graph_ops.simplify import score_tensor
 from onnxlens.runtime.cache import CompiledGraphCache
+from onnxlens.runtime.memory import row_bytes, rows_within
 from onnxlens.runtime.model_import import ImportedModel, has_symbolic_spatial, relative_deviation, specialize
 from onnxlens.runtime.session import Session, SessionConfig
 
 STE_MODES = ("clipped", "identity")
 PRECISIONS = ("float32", "model")
-#: Rows per session run are chosen so that one batch of inputs holds about this many floats.
-BATCH_BUDGET_FLOATS = 1 << 23
-
 
 def _rows(indices: np.ndarray, shown: int = 5) -> str:
     listed = ", ".join(str(i) for i in indices[:shown])
@@ -69,8 +67,10 @@ class Engine:
         image = self.spec.image_input
         self.row_shape = tuple(image.shape[1:])
         fixed = model.batch_rows
-        per_row = int(np.prod(self.probe_row_shape))
-        self.batch_size = fixed or batch_size or max(1, min(64, BATCH_BUDGET_FLOATS // per_row))
+        #: rows per session run: a fixed batch, else what the memory budget holds (at most ``batch_size``)
+        per_row = row_bytes(model.measured_shapes) + 4 * int(np.prod(self.probe_row_shape))  # tensors + the input
+        budgeted = rows_within(self.config.memory_budget, per_row)
+        self.batch_size = fixed or min(batch_size or budgeted, budgeted)
         self._fixed_batch = fixed
         self._requested_batch = batch_size
         self._specialized: dict[tuple, Engine] = {}

@@ -62,14 +62,17 @@ def _load_cuda_libraries() -> None:
 @dataclass(frozen=True)
 class SessionConfig:
     """How to run: ``device`` (auto | cpu | cuda), intra-op ``threads`` (None = ORT's default),
-    graph ``optimization`` (disable | basic | extended | all), and ``tf32``: whether CUDA may
+    graph ``optimization`` (disable | basic | extended | all), ``tf32``: whether CUDA may
     run float32 convolutions and matrix products in TensorFloat-32 (10-bit mantissa; off, so
-    that results on a GPU match float32 references)."""
+    that results on a GPU match float32 references), and ``memory_budget``: the bytes one
+    session run may hold, which sizes its rows (None: a quarter of the available memory;
+    :mod:`onnxlens.runtime.memory`)."""
 
     device: str = "auto"
     threads: int | None = None
     optimization: str = "all"
     tf32: bool = False
+    memory_budget: int | None = None
 
     def __post_init__(self):
         if self.device not in DEVICES:
@@ -80,6 +83,8 @@ class SessionConfig:
             )
         if self.threads is not None and self.threads < 1:
             raise RuntimeFailure(f"threads must be at least 1, got {self.threads}")
+        if self.memory_budget is not None and self.memory_budget < 1:
+            raise RuntimeFailure(f"memory_budget must be a positive number of bytes, got {self.memory_budget}")
 
 
 class Session:
