@@ -29,6 +29,7 @@ from timing import interleaved_medians, model_benchmark_args, timed  # benchmark
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from conftest import quantize_with_ort  # noqa: E402  (the tests' ORT quantization, as deployers do it)
 from test_third_party import CACHE, SUITE  # noqa: E402
+from torch_models import calibrated  # noqa: E402
 
 
 def main() -> None:
@@ -36,13 +37,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     tmp = Path(tempfile.mkdtemp())
     torch.manual_seed(0)
-    net = torchvision.models.resnet18()
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0
-    with torch.no_grad():
-        net.train()(torch.rand(8, 3, args.size, args.size))
-    torch.onnx.export(net.eval(), (torch.rand(1, 3, args.size, args.size),), str(tmp / "float.onnx"), dynamo=False,
+    net = calibrated(torchvision.models.resnet18(), torch.rand(8, 3, args.size, args.size))
+    torch.onnx.export(net, (torch.rand(1, 3, args.size, args.size),), str(tmp / "float.onnx"), dynamo=False,
                       opset_version=17, input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}})
     rng = np.random.default_rng(0)
     calibration = rng.random((16, 3, args.size, args.size), dtype=np.float32)

@@ -9,6 +9,7 @@ classes, computed beforehand.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,19 +20,16 @@ from captum.attr import IntegratedGradients, LayerGradCam, Occlusion
 from onnxlens import Explainer
 from timing import interleaved_medians, model_benchmark_args  # benchmarks/timing.py
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from torch_models import calibrated  # noqa: E402  (the tests' BatchNorm calibration)
+
 
 def main() -> None:
     args = model_benchmark_args(__doc__.splitlines()[0])
     torch.set_num_threads(args.threads)
-    net = torchvision.models.resnet18()
     # BatchNorm statistics of a random batch: with them the network has biases, so it is not
     # positively homogeneous and Integrated Gradients' path integral is not trivially exact
-    for module in net.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.momentum = 1.0
-    with torch.no_grad():
-        net.train()(torch.rand(16, 3, args.size, args.size))
-    net.eval()
+    net = calibrated(torchvision.models.resnet18(), torch.rand(16, 3, args.size, args.size))
     path = Path(tempfile.mkdtemp()) / "resnet18.onnx"
     x = torch.rand(args.batch, 3, args.size, args.size)
     torch.onnx.export(net, (x[:1],), str(path), dynamo=False, opset_version=17, input_names=["x"],
