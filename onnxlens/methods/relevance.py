@@ -31,7 +31,7 @@ def _relevance(engine, x, target, preset, layer, score, max_gap, **rule_params):
     if is_weights(target):
         seed = engine.one_hot(target, score) * engine.forward(x)[engine.score_name(score)]
         result = engine.vjp(x, seed, wrt=wrt, rules=rules, score=score, totals=layers)
-    else:  # a None target: the predicted class, chosen in the same run
+    else:  # a class per row, or None: the predicted class, chosen in the same run
         result, target = seeded_vjp(engine, x, target, score, wrt=wrt, rules=rules, totals=layers)
     values = target_scores(result.scores, target)
     scale = np.ones_like(values) if is_weights(target) else values

@@ -111,7 +111,6 @@ class Target:
                  "match=" + ",".join(f"{v:g}" for v in self.match) if self.match else ""]
         return ",".join(p for p in parts if p)
 
-
     @property
     def detection(self) -> bool:
         """Whether this target is one box of a detector's output (``box`` an index)."""
@@ -219,6 +218,7 @@ def _nms_candidate(engine, target: Target, x: np.ndarray, nms: list):
     derived = _derived_output(engine, f"nms_candidates,output={out.name}", CANDIDATES_OUTPUT, [None], flatten, [],
                               activation="Sigmoid", logits=None)
     what = f"box={target.box}" if target.detection else "match=" + ",".join(f"{v:g}" for v in target.match)
+    classes = None if target.cls is None else np.broadcast_to(target.cls, (len(x),))
     picked = []
     for n in range(len(x)):  # one row per run: NMS's batch index is the row's
         values = derived.forward(x[n:n + 1], (boxes_in, selected, shown_name))
@@ -241,13 +241,13 @@ def _nms_candidate(engine, target: Target, x: np.ndarray, nms: list):
             best = int(np.argmin(gap))
         else:
             iou = _iou(values[boxes_in][0, kept[:, 2]].astype(np.float64), target.match, center)
-            if target.cls is not None:
-                iou = np.where(kept[:, 1] == np.broadcast_to(target.cls, (len(x),))[n], iou, -1.0)
+            if classes is not None:
+                iou = np.where(kept[:, 1] == classes[n], iou, -1.0)
             if not len(iou) or iou.max() <= 0:
                 of = "" if target.cls is None else f" of class {target.cls}"
                 raise TargetError(f"no box{of} that NonMaxSuppression kept overlaps {what} in row {n}")
             best = int(np.argmax(iou))
-        cls = kept[best, 1] if target.cls is None else np.broadcast_to(target.cls, (len(x),))[n]
+        cls = kept[best, 1] if classes is None else classes[n]
         picked.append(int(cls) * boxes + int(kept[best, 2]))
     return derived, Target(np.asarray(picked, np.int64))
 
