@@ -4,6 +4,7 @@ model, each compiled graph built once and cached, inputs split into memory-sized
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class Engine:
         #: the graph forward passes run: a half-precision model as deployed (``graph`` is then
         #: its float32 twin), else ``graph``
         self.forward_graph = self.graph if model.deployed is None else prepare_for_differentiation(model.deployed)
+        self._quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in self.graph.graph.node)
         self.config = config or SessionConfig()
         self.cache = cache or CompiledGraphCache()
         #: what compiled graphs of this engine are cached under (the model's hash, and the
@@ -264,7 +266,7 @@ class Engine:
         name = self.score_name(score, output)
         if predicted:
             self.one_hot(np.zeros(1, np.int64), score, output)  # one vector of class scores per row
-        session = self.cache.get(self.key, spec, build, self.config)
+        session = self.cache.get(self.key, spec, build, self._backward_config)
         feeds = {}
         if not predicted:
             seed = np.asarray(seed, dtype=np.float32)
@@ -279,6 +281,18 @@ class Engine:
             out = {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
         return VjpResult(out[name], {t: out[grad_name(t)] for t in wrt}, {t: out[t] for t in exposed},
                          {t: out[total_name(t)] for t in totals}, out.get(PREDICTED_OUTPUT))
+
+    @property
+    def _backward_config(self) -> SessionConfig:
+        """The session options of backward graphs: on a quantized model, graph optimizations
+        stop at the basic level. ONNX Runtime's extended level fuses QDQ pairs into integer
+        kernels, and inside a backward graph (where forward tensors also feed backward nodes)
+        the fused forward can compute other values than the deployed model does (the digits
+        CNN in per-channel int8, Grad-CAM's graph: every row's top class wrong on an AVX2 CPU,
+        ORT 1.31)."""
+        if self.config.optimization in ("disable", "basic") or not self._quantized:
+            return self.config
+        return dataclasses.replace(self.config, optimization="basic")
 
     def saturated_quantizers(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Quantized tensor → per row of ``x``, the share of its values that its QuantizeLinear
