@@ -105,11 +105,15 @@ class Items(_Closed):
 
 
 class MetricResult(_Open):
-    """One metric over one method: the mean, one value per image (None where undefined), and
-    whatever the metric adds (curves, per-layer values, parameters)."""
+    """One metric over one method: the mean, its standard error, one value per image (None
+    where undefined or not scored), how many images were scored and how many rows the model ran
+    for it, and whatever the metric adds (curves, per-layer values, parameters)."""
 
     mean: float | None
+    standard_error: float | None = None
     per_image: list[float | None]
+    images: int | None = None
+    forward_passes: int = 0
     higher_is_better: bool | None = None
     params: dict = {}
     seconds: float = 0.0

@@ -135,6 +135,7 @@ def evaluate(
     reference: np.ndarray | None = None,
     target=None,
     seed: int = 0,
+    baseline_rows: Sequence[int] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict:
     """Evaluate explanations of ``inputs`` (a batch shaped for the model).
@@ -145,8 +146,11 @@ def evaluate(
     minus those needing masks when none are given). ``masks`` (N×H×W) or ``boxes`` (per image,
     a list of (x0, y0, x1, y1)) are the ground truth of localization; ``params`` maps a metric
     to its parameters; ``reference`` (N×H×W, e.g. eye-tracking fixations) adds each map's
-    agreement with it. Faithfulness and localization also score the model-free ``baselines``; agreement is
-    measured between every pair of maps. Returns plain dicts and lists (JSON-ready).
+    agreement with it. Faithfulness and localization also score the model-free ``baselines``;
+    a metric that runs the model on copies made from each map scores them on the inputs at
+    ``baseline_rows`` only, when given (its results hold None for the rest, and ``images``
+    says how many were scored). Agreement is measured between every pair of maps. Every result states its ``standard_error`` and ``forward_passes``. Returns plain
+    dicts and lists (JSON-ready).
     """
     engine = as_engine(model)
     x = engine.check_input(inputs)
@@ -168,6 +172,10 @@ def evaluate(
     if unknown:
         raise MetricError(f"parameters given for metric(s) not run: {', '.join(map(quote, unknown))}")
     model_free = _baseline_explanations(engine, x, baselines, first) if baselines else {}
+    rows = None if baseline_rows is None else np.unique(np.asarray(baseline_rows, dtype=np.int64))
+    if rows is not None and rows.size and not (0 <= rows[0] and rows[-1] < len(x)):
+        raise MetricError(f"baseline_rows must index the {len(x)} inputs, got {rows[0] if rows[0] < 0 else rows[-1]}")
+    on_rows = ctx if rows is None else EvalContext(engine, x[rows], None if truth is None else truth[rows], seed)
 
     subjects = {name: {**explained, **(model_free if metric_info(name).family in BASELINE_FAMILIES else {})}
                 for name in chosen}
@@ -179,7 +187,10 @@ def evaluate(
         for label, e in subjects[name].items():
             if progress:
                 progress(f"{name} · {label}", done, total)
-            entry["results"][label] = run_metric(name, ctx, e, **params.get(name, {}))
+            if label in model_free and rows is not None and info.passes_per_map:
+                entry["results"][label] = _on_rows(name, on_rows, e, rows, len(x), params.get(name, {}))
+            else:
+                entry["results"][label] = run_metric(name, ctx, e, **params.get(name, {}))
             done += 1
         results[name] = entry
 
@@ -197,6 +208,24 @@ def evaluate(
         "metrics": results,
         "agreement": _agreement(maps, list(explained), reference),
     }
+
+
+def _on_rows(name: str, ctx: EvalContext, e: Explanation, rows: np.ndarray, n: int, params: dict) -> dict:
+    """``run_metric`` on the inputs at ``rows`` only (``ctx`` holds them), its per-image lists
+    widened to all ``n`` inputs with None for those not scored."""
+    if not rows.size:
+        info = metric_info(name)
+        return {"mean": None, "standard_error": None, "per_image": [None] * n, "images": 0,
+                "higher_is_better": info.higher_is_better, "params": jsonable({**info.defaults, **params}),
+                "seconds": 0.0, "forward_passes": 0}
+    result = run_metric(name, ctx, e.take(rows), **params)
+    for key, value in result.items():
+        if isinstance(value, list) and len(value) == rows.size:
+            widened = [None] * n
+            for r, v in zip(rows, value):
+                widened[r] = v
+            result[key] = widened
+    return result
 
 
 def _plain_params(p: dict) -> dict:

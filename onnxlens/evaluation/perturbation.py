@@ -22,17 +22,35 @@ def step_masks(order: np.ndarray, shape: tuple, steps: int) -> np.ndarray:
     """(steps + 1, H, W) booleans: mask k covers the first round(k·n/steps) pixels of ``order``."""
     rank = np.empty(order.size, np.int64)
     rank[order] = np.arange(order.size)
-    counts = np.round(np.linspace(0, order.size, steps + 1)).astype(np.int64)
-    return (rank[None, :] < counts[:, None]).reshape(steps + 1, *shape)
+    return (rank[None, :] < step_counts(order.size, steps)[:, None]).reshape(steps + 1, *shape)
 
 
-def substrate(engine, x: np.ndarray, kind: str, seed: int = 0) -> np.ndarray:
-    """:func:`onnxlens.methods.scoring.substrate`; an unknown kind is a MetricError."""
+def step_counts(size: int, steps: int) -> np.ndarray:
+    """Pixels covered at each of the ``steps`` + 1 points, round(k·size/steps): grid 2n holds
+    grid n's points at its even indices, exactly."""
+    return np.round(np.arange(steps + 1) * size / steps).astype(np.int64)
+
+
+def substrate(ctx, kind: str) -> np.ndarray:
+    """:func:`onnxlens.methods.scoring.substrate` of the context's batch, built once for all
+    its metrics; an unknown kind is a MetricError."""
     if kind not in SUBSTRATES:
         raise MetricError(f"unknown substrate {quote(kind)}; choose one of {', '.join(SUBSTRATES)}")
-    return scoring.substrate(engine, x, kind, seed)
+    return ctx.shared(("substrate", kind), lambda: scoring.substrate(ctx.engine, ctx.x, kind, ctx.seed))
 
 
 def normalized_auc(curve: np.ndarray) -> np.ndarray:
     """Area under curves sampled evenly on [0, 1] (last axis), by the trapezoid rule."""
     return trapezoid(curve, dx=1.0 / (curve.shape[-1] - 1), axis=-1)
+
+
+def on_finest_grid(curves: list) -> list:
+    """Curves sampled evenly on [0, 1] at different step counts, each linearly interpolated to
+    the most points among them (what the trapezoid rule integrates, so each area is kept); a
+    None (an input not scored) stays None."""
+    points = max((len(c) for c in curves if c is not None), default=0)
+    if all(c is None or len(c) == points for c in curves):
+        return curves
+    grid = np.linspace(0, 1, points)
+    return [None if c is None else np.interp(grid, np.linspace(0, 1, len(c)), np.array(c, np.float64)).tolist()
+            for c in curves]

@@ -19,8 +19,9 @@ from onnxlens.errors import OnnxLensError, quote
 from onnxlens.files import jsonable
 from onnxlens.methods.explanation import Explanation
 from onnxlens.methods.registry import METHODS, coerce_params, run_method
+from onnxlens.methods.scoring import class_score
 from onnxlens.methods.targets import Target, detection_engine, nms_nodes, tile_rows
-
+from onnxlens.runtime.engine import counting_rows
 
 
 class MetricError(OnnxLensError):
@@ -36,6 +37,18 @@ class EvalContext:
     masks: np.ndarray | None = None  #: N×H×W booleans (object regions), or None
     seed: int = 0
     cache: dict = field(default_factory=dict)  #: values shared between metrics (e.g. clean scores)
+
+    def shared(self, key: tuple, build: Callable[[], object]) -> object:
+        """``build()``, computed once per ``key`` for all metrics of this context."""
+        if key not in self.cache:
+            self.cache[key] = build()
+        return self.cache[key]
+
+    def scores(self, key, images: np.ndarray, target: np.ndarray, score: str) -> np.ndarray:
+        """The explained ``score`` of ``images`` (named by ``key``: "input" is ``x``) for
+        ``target``, run once for all metrics and maps of this context."""
+        return self.shared(("scores", key, score, np.asarray(target).tobytes()),
+                           lambda: class_score(self.engine, images, target, score))
 
     def require_masks(self, metric: str) -> np.ndarray:
         if self.masks is None:
@@ -54,13 +67,15 @@ class MetricInfo:
     summary: str
     #: it attacks or re-explains for a class of a class-score vector (not a region or a sequence)
     class_vector: bool = False
+    #: it runs the model on copies made from each map, so its cost grows with the maps scored
+    passes_per_map: bool = False
 
 
 METRICS: dict[str, MetricInfo] = {}
 
 
 def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks: bool = False,
-           class_vector: bool = False):
+           class_vector: bool = False, passes_per_map: bool = False):
     """Register ``fn(ctx, explanation, *, params…) -> {"per_image": …, …}`` under ``name``."""
     if family not in FAMILIES:
         raise ValueError(family)
@@ -70,7 +85,7 @@ def metric(name: str, family: str, *, higher_is_better: bool | None, needs_masks
         # the first paragraph, as plain text
         summary = " ".join((fn.__doc__ or "").strip().split("\n\n")[0].replace("``", "").split())
         METRICS[name] = MetricInfo(name, fn, family, {p.name: p.default for p in params}, higher_is_better,
-                                   needs_masks, summary, class_vector)
+                                   needs_masks, summary, class_vector, passes_per_map)
         return fn
 
     return register
@@ -125,14 +140,32 @@ def run_metric(name: str, ctx: EvalContext, explanation: Explanation, **params) 
     if target.detection or target.match is not None:  # the box's class scores, the output its method explained
         ctx = replace(ctx, engine=detection_engine(ctx.engine, target, ctx.x)[0])
     start = time.perf_counter()
-    result = info.fn(ctx, explanation, **params)
-    per_image = np.asarray(result.pop("per_image"), dtype=np.float64)
-    finite = per_image[np.isfinite(per_image)]
+    with counting_rows() as rows:
+        result = info.fn(ctx, explanation, **params)
+    per_image = np.asarray([np.nan if v is None else v for v in result.pop("per_image")], dtype=np.float64)
     return {
-        "mean": float(finite.mean()) if finite.size else None,
+        "mean": mean_of(per_image),
+        "standard_error": standard_error(per_image),
         "per_image": [None if not np.isfinite(v) else float(v) for v in per_image],
+        "images": len(per_image),
         "higher_is_better": result.pop("higher_is_better", info.higher_is_better),
         "params": jsonable({**info.defaults, **params}),
         "seconds": time.perf_counter() - start,
+        "forward_passes": rows[0],
         **jsonable(result),
     }
+
+
+def mean_of(values) -> float | None:
+    """The mean of the finite values (None and NaN are images not scored), or None."""
+    arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    return float(finite.mean()) if finite.size else None
+
+
+def standard_error(values) -> float | None:
+    """The standard error of :func:`mean_of` as an estimate of the mean over the images'
+    population: the sample standard deviation of the finite values over √count; None below two."""
+    arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    return float(finite.std(ddof=1) / np.sqrt(finite.size)) if finite.size > 1 else None

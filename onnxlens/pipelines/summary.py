@@ -7,28 +7,31 @@ from pathlib import Path
 
 import numpy as np
 
+from onnxlens.evaluation.perturbation import on_finest_grid
+from onnxlens.evaluation.registry import mean_of, standard_error
 from onnxlens.pipelines.config import ConfigError
 
 
-def _mean(values) -> float | None:
-    arr = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
-    finite = arr[np.isfinite(arr)]
-    return float(finite.mean()) if finite.size else None
-
-
 def _merge_entry(entries: list[dict], sizes: list[int]) -> dict:
-    """One metric result of several batches: per-image lists joined, summaries recomputed."""
+    """One metric result of several batches: per-image lists joined (None for a batch that
+    did not score its inputs), summaries recomputed."""
     out = dict(entries[0])
-    for key, first in entries[0].items():
-        if isinstance(first, list) and all(len(e[key]) == n for e, n in zip(entries, sizes)):
-            out[key] = [v for e in entries for v in e[key]]
-        elif (isinstance(first, list) and first and isinstance(first[0], list)
-              and all(len(row) == n for e, n in zip(entries, sizes) for row in e[key])):
-            out[key] = [[v for e in entries for v in e[key][k]] for k in range(len(first))]
-    out["mean"] = _mean(out["per_image"])
-    out["seconds"] = sum(e.get("seconds", 0.0) for e in entries)
+    for key in dict.fromkeys(k for e in entries for k in e):
+        values = [e.get(key) for e in entries]
+        if all(v is None or (isinstance(v, list) and len(v) == n) for v, n in zip(values, sizes)) and any(
+                isinstance(v, list) for v in values):
+            out[key] = [x for v, n in zip(values, sizes) for x in (v if v is not None else [None] * n)]
+        elif all(isinstance(v, list) and v and isinstance(v[0], list) and all(len(row) == n for row in v)
+                 for v, n in zip(values, sizes)):
+            out[key] = [[x for v in values for x in v[k]] for k in range(len(values[0]))]
+    out["mean"] = mean_of(out["per_image"])
+    out["standard_error"] = standard_error(out["per_image"])
+    for key in ("seconds", "forward_passes", "images"):
+        out[key] = sum(e.get(key, 0) for e in entries)
     if "curves" in out:
-        out["curve"] = np.nanmean(np.asarray(out["curves"], dtype=np.float64), axis=0).tolist()
+        out["curves"] = on_finest_grid(out["curves"])
+        scored = [c for c in out["curves"] if c is not None]
+        out["curve"] = np.nanmean(np.asarray(scored, dtype=np.float64), axis=0).tolist() if scored else None
     for key in [k for k in out if k.endswith("_by_layer")]:
         rows = np.asarray(out[key[: -len("_by_layer")] + "_per_image"], dtype=np.float64)
         out[key] = np.nanmean(rows, axis=1).tolist()
@@ -54,7 +57,7 @@ def merge_batches(batches: list[dict], ids: list[list[str]]) -> dict:
         pairs[pair] = {}
         for measure in measures:
             values = [v for b in batches for v in b["agreement"]["pairs"][pair][measure]["per_image"]]
-            pairs[pair][measure] = {"mean": _mean(values), "per_image": values}
+            pairs[pair][measure] = {"mean": mean_of(values), "per_image": values}
     merged["agreement"] = {**batches[0]["agreement"], "pairs": pairs}
     return merged
 

@@ -3,10 +3,12 @@ model, each compiled graph built once and cached, inputs split into memory-sized
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,6 +47,23 @@ class VjpResult:
 
 #: the seed of the predicted class: each row's top class, chosen inside the backward run
 PREDICTED = "predicted"
+
+_rows_run: ContextVar[list[int] | None] = ContextVar("rows_run", default=None)
+
+
+@contextlib.contextmanager
+def counting_rows() -> Iterator[list[int]]:
+    """Count the input rows every engine runs through the model in this context (a forward
+    pass, or a forward + backward pass, per row; padding of a fixed batch included):
+    ``with counting_rows() as count: …; count[0]``. Contexts nest; each counts its own."""
+    outer, counter = _rows_run.get(), [0]
+    token = _rows_run.set(counter)
+    try:
+        yield counter
+    finally:
+        _rows_run.reset(token)
+        if outer is not None:
+            outer[0] += counter[0]
 
 
 class Engine:
@@ -336,6 +355,9 @@ class Engine:
                 feeds = {k: np.concatenate([v, np.repeat(v[-1:], self._fixed_batch - rows, axis=0)])
                          for k, v in feeds.items()}
             padded = self._fixed_batch is not None and rows < self._fixed_batch
+            counter = _rows_run.get()
+            if counter is not None:
+                counter[0] += len(feeds[self.input_name])
             for name, value in session.run(feeds).items():  # a tensor without a batch axis (NMS's kept indices) stays
                 batch_first = value.shape[:1] == (self._fixed_batch,)
                 chunks.setdefault(name, []).append(value[:rows] if padded and batch_first else value)
