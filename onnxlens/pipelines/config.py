@@ -122,6 +122,10 @@ class AuditConfig(_Strict):
     gallery_size: int = Field(6, ge=0)  #: inputs shown with their overlays in report.html
     colormap: str = "jet"  #: matplotlib colormap of the overlays
     baselines: bool = True
+    #: metrics that run the model on copies made from each map (deletion, insertion, pixel
+    #: flipping, ROAD) score the model-free baselines on at most this many inputs, spread evenly
+    #: over the run (None: every input); methods are always scored on every input
+    baseline_images: int | None = Field(32, gt=0)
     seed: int = 0
     thresholds: list[Threshold] = []
     compare: Path | None = None  #: an earlier run folder: the results get a drift summary against it

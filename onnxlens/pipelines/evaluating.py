@@ -23,6 +23,17 @@ def stored_explanation(plan_: RunPlan, index: int, label: str) -> tuple[str, np.
         return key, data["rows"], Explanation.from_arrays(data)
 
 
+def _baseline_rows(plan_: RunPlan, ids: list[str], limit: int | None) -> list[int] | None:
+    """Which of a batch's inputs (``ids``) the model-free baselines are scored on: those among
+    ``limit`` positions spread evenly over the run's items (None: every input)."""
+    total = len(plan_.items)
+    if limit is None or limit >= total:
+        return None
+    chosen = {int(p) for p in np.arange(limit) * total // limit}
+    position = {item["id"]: i for i, item in enumerate(plan_.items)}
+    return [row for row, item_id in enumerate(ids) if position[item_id] in chosen]
+
+
 def evaluate_batch(plan_: RunPlan, index: int) -> dict:
     """Evaluate the stored explanations of batch ``index`` (the inputs every method explained)
     unless a result with the same key is already in the run folder; returns the log entry."""
@@ -31,8 +42,9 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
     with_rows = {label: (rows.tolist(), e) for label, (_, rows, e) in stored.items() if e is not None}
     common = sorted(set.intersection(*(set(r) for r, _ in with_rows.values()))) if with_rows else []
     masks_digest = batch.masks.tobytes() if batch.masks is not None else b""
+    baseline_rows = _baseline_rows(plan_, [batch.ok[r].id for r in common], config.baseline_images)
     key = digest([key for key, _, _ in stored.values()], [(m.name, m.params) for m in config.metrics],
-                 masks_digest, config.baselines, config.seed, common)
+                 masks_digest, config.baselines, config.seed, common, baseline_rows)
     path = plan_.evaluate_path(index)
     if path.exists() and json.loads(path.read_text()).get("key") == key:
         return {"batch": index, "status": "reused"}
@@ -43,6 +55,7 @@ def evaluate_batch(plan_: RunPlan, index: int) -> dict:
                                      [m.name for m in config.metrics] or None,
                                      batch.masks[common] if batch.masks is not None else None,
                                      params={m.name: m.params for m in config.metrics if m.params},
-                                     seed=config.seed, **({} if config.baselines else {"baselines": ()}))
+                                     seed=config.seed, baseline_rows=baseline_rows,
+                                     **({} if config.baselines else {"baselines": ()}))
     write_json(path, result)
     return {"batch": index, "status": "computed"}

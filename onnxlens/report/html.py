@@ -58,11 +58,33 @@ def _family_table(family: str, metrics: dict) -> dict | None:
         best = (max if higher else min)(means.values()) if means and higher is not None and len(means) > 1 else None
         rows.append({"name": name, "summary": entry["summary"],
                      "arrow": {True: "↑", False: "↓"}.get(higher, ""),
-                     "cells": [{"text": _fmt(means.get(c)), "baseline": is_baseline(c),
+                     "cells": [{"text": _with_error(results.get(c, {})) if c in means else "–",
+                                "baseline": is_baseline(c),
                                 "best": best is not None and means.get(c) == best} for c in columns]})
     return {"family": family, "title": TITLES.get(family, family), "columns": columns, "rows": rows, "figures": [],
-            "caption": f"{TITLES.get(family, family)}: mean over the inputs per method (↑ higher is better, "
-                       "↓ lower); model-free baselines in italics; the best value of each row in bold."}
+            "caption": f"{TITLES.get(family, family)}: mean over the inputs per method ± its standard error "
+                       "(↑ higher is better, ↓ lower); model-free baselines in italics; the best value of each row "
+                       f"in bold.{_subset_note(entries)}"}
+
+
+def _with_error(result: dict) -> str:
+    error = result.get("standard_error")
+    return _fmt(result["mean"]) + ("" if error is None else f" ± {error:.2g}")
+
+
+def _subset_note(entries: dict) -> str:
+    """Says which metrics scored the model-free baselines on fewer inputs than the methods."""
+    counts: dict[str, tuple[int, int]] = {}
+    for name, entry in entries.items():
+        methods = [r.get("images") or 0 for label, r in entry["results"].items() if not is_baseline(label)]
+        baselines = [r.get("images") or 0 for label, r in entry["results"].items() if is_baseline(label)]
+        if methods and baselines and max(baselines) < max(methods):
+            counts[name] = (max(baselines), max(methods))
+    if not counts:
+        return ""
+    scored, total = next(iter(counts.values()))
+    return (f" Model-free baselines were scored on {scored} of the {total} inputs, spread evenly, by "
+            f"{', '.join(counts)} (baseline_images in the configuration).")
 
 
 def _figures(family: str, metrics: dict) -> list[dict]:

@@ -226,6 +226,25 @@ def test_batched_results_equal_one_evaluation(tmp_path):
                                    whole["metrics"][metric]["results"]["lrp"]["per_image"], rtol=1e-5)
 
 
+def test_baselines_are_scored_on_an_even_subset_and_the_report_says_so(tmp_path):
+    config = _config(tmp_path, baselines=True, baseline_images=5, metrics=["deletion", "sparseness"],
+                     methods=["gradient"], formats=["html"])
+    results = audit.audit_directly(config)
+    entries = results["evaluation"]["metrics"]["deletion"]["results"]
+    scored = [i for i, v in enumerate(entries["baseline:center_surround"]["per_image"]) if v is not None]
+    assert scored == [0, 2, 4, 7, 9]  # ⌊k·12/5⌋ over the 12 items, across the batches of 4
+    assert entries["baseline:center_surround"]["images"] == 5 and entries["gradient"]["images"] == 12
+    assert entries["gradient"]["forward_passes"] > entries["baseline:center_surround"]["forward_passes"] > 0
+    assert all(entries["baseline:center_surround"]["curves"][i] is None for i in range(12) if i not in scored)
+    assert entries["baseline:center_surround"]["standard_error"] > 0
+    html = (Path(config["output"]) / "report.html").read_text()
+    assert "Model-free baselines were scored on 5 of the 12 inputs, spread evenly, by deletion " in html and " ± " in html
+    whole = audit.audit_directly({**config, "baseline_images": None, "output": str(tmp_path / "whole")})
+    everything = whole["evaluation"]["metrics"]["deletion"]["results"]["baseline:center_surround"]["per_image"]
+    assert [everything[i] for i in scored] == pytest.approx([entries["baseline:center_surround"]["per_image"][i] for i in scored])
+    assert "Model-free baselines were scored" not in (tmp_path / "whole" / "report.html").read_text()
+
+
 # --- the Prefect flow ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
