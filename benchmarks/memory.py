@@ -4,7 +4,7 @@ size. Rows per session run follow the memory budget (``--memory-budget``; defaul
 the available memory), so IG's memory stays flat however many steps it takes.
 
     pip install -e ".[reference]"
-    python benchmarks/memory.py [--size 112] [--batch 8] [--model resnet18]
+    python benchmarks/memory.py [--size 112] [--batch 8] [--model resnet18] [--sweep 32,128,512]
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--model", default="resnet18")
     parser.add_argument("--memory-budget", default="default")
+    parser.add_argument("--sweep", type=lambda s: [int(v) for v in s.split(",") if v], default=[32, 128, 512],
+                        help="IG step counts whose memory shows flatness (default 32,128,512; '' for none)")
     args = parser.parse_args()
     # exported in a child too: Linux keeps a process's peak RSS across fork and exec, so this
     # process stays small (no torch) for its children's numbers to be theirs
@@ -85,7 +87,7 @@ def main() -> None:
     print(f"{args.model} {args.size}², batch {args.batch}, memory budget {args.memory_budget}: peak RSS of a child "
           "process (MB), and its RSS before the method ran")
     print(f"{'case':<34}{'rows/run':>9}{'before':>9}{'peak':>9}")
-    cases = [("onnxlens-ig", str(path), steps) for steps in (32, 128, 512)]
+    cases = [("onnxlens-ig", str(path), steps) for steps in args.sweep]
     cases += [("captum-ig", args.model, 64), ("onnxlens-ig", str(path), 64), ("zennit-lrp", args.model, 0),
               ("onnxlens-lrp", str(path), 0)]
     for kind, model, steps in cases:
