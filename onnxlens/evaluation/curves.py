@@ -42,7 +42,8 @@ def curves(ctx, e, start: tuple, end: tuple, *, steps: int, tolerance: float, ma
     ``curves`` (on the finest grid used, linearly interpolated), ``curve`` (their mean),
     ``steps`` (per image) and ``step_error`` (per image: the area's last change; None for a
     fixed grid)."""
-    key = ("curves", start[0], end[0], steps, tolerance, max_steps, score, most_relevant_first, patch)
+    key = ("curves", ctx.engine.key, ctx.engine.output, start[0], end[0], steps, tolerance, max_steps, score,
+           most_relevant_first, patch)
     cached = ctx.cache.get(key)
     if cached is not None and cached[0] is e:
         return dict(cached[1])

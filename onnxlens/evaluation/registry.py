@@ -39,7 +39,9 @@ class EvalContext:
     cache: dict = field(default_factory=dict)  #: values shared between metrics (e.g. clean scores)
 
     def shared(self, key: tuple, build: Callable[[], object]) -> object:
-        """``build()``, computed once per ``key`` for all metrics of this context."""
+        """``build()``, computed once per ``key`` and explained model output for all metrics
+        of this context (metrics of another output or a detection box share the cache)."""
+        key = (self.engine.key, self.engine.output, *key)
         if key not in self.cache:
             self.cache[key] = build()
         return self.cache[key]

@@ -162,3 +162,23 @@ def test_baselines_are_subset_only_where_each_map_costs_passes(linear):
     assert results["deletion"]["results"]["baseline:center_surround"]["images"] == 1
     assert results["infidelity"]["results"]["baseline:center_surround"]["images"] == 4
     assert results["infidelity"]["results"]["baseline:center_surround"]["forward_passes"] == 0
+
+
+def test_shared_copies_are_kept_apart_per_explained_output():
+    rng = np.random.default_rng(9)
+    wa, wb = (rng.standard_normal((SIZE * SIZE, 2)).astype(np.float32) for _ in range(2))
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("Gemm", ["f", "wa"], ["a"]),
+             helper.make_node("Gemm", ["f", "wb"], ["b"])]
+    model = make_model(nodes, [vi("x", ["N", 1, SIZE, SIZE])], [vi("a", ["N", 2]), vi("b", ["N", 2])],
+                       [("wa", wa), ("wb", wb)], opset=18)
+    engine = Explainer(import_model(model.SerializeToString()), device="cpu").engine
+    x = rng.random((3, 1, SIZE, SIZE), dtype=np.float32)
+    heatmap = rng.random((3, SIZE, SIZE))
+    on_a, on_b = _explanation(heatmap), _explanation(heatmap)
+    on_b.params["output"] = "b"
+    ctx = EvalContext(engine, x)
+    first = {label: np.array(run_metric("deletion", ctx, e, steps=4, score="logit")["curves"])[:, 0]
+             for label, e in (("a", on_a), ("b", on_b))}
+    flat = x.reshape(3, -1)
+    np.testing.assert_allclose(first["a"], flat @ wa[:, 0], rtol=1e-5)
+    np.testing.assert_allclose(first["b"], flat @ wb[:, 0], rtol=1e-5)
