@@ -89,17 +89,25 @@ def evaluate(
 
 
 def print_means(metrics: dict, inputs: int) -> None:
-    """A table of each metric's mean per method (model-free baselines marked †)."""
+    """A table of each metric's mean ± its standard error per method (model-free baselines
+    marked †)."""
     from onnxlens.bundle import BASELINE_PREFIX, is_baseline
 
     columns = list(dict.fromkeys(label for entry in metrics.values() for label in entry["results"]))
-    table = Table(title=f"{inputs} input(s) · means", title_justify="left",
+    table = Table(title=f"{inputs} input(s) · means ± standard error", title_justify="left",
                   caption="† a model-free saliency baseline" if any(map(is_baseline, columns)) else None,
                   caption_justify="left")
     table.add_column("metric", no_wrap=True)
     for label in columns:
         table.add_column(safe(label[len(BASELINE_PREFIX):] + " †" if is_baseline(label) else label), justify="right")
     for name, entry in metrics.items():
-        cells = [entry["results"].get(label, {}).get("mean") for label in columns]
-        table.add_row(name, *("–" if v is None else f"{v:.3g}" for v in cells))
-    Console(width=max(100, Console().width, 26 + 14 * len(columns)), highlight=False).print(table)
+        cells = [entry["results"].get(label, {}) for label in columns]
+        table.add_row(name, *(_mean_and_error(r) for r in cells))
+    Console(width=max(100, Console().width, 26 + 20 * len(columns)), highlight=False).print(table)
+
+
+def _mean_and_error(result: dict) -> str:
+    if result.get("mean") is None:
+        return "–"
+    error = result.get("standard_error")
+    return f"{result['mean']:.3g}" + ("" if error is None else f" ± {error:.2g}")

@@ -299,6 +299,8 @@ def test_cli_evaluate_on_shapes_with_masks(tmp_path, cli):
     assert results["n_images"] == 3 and results["explanations"]["lrp"]["params"]["preset"] == "epsilon"
     assert results["metrics"]["deletion"]["results"]["gradient"]["params"]["steps"] == 8
     assert "baseline:itti" in results["metrics"]["iou"]["results"] and "pointing_game" in result.stdout
+    deletion = results["metrics"]["deletion"]["results"]["gradient"]
+    assert f"{deletion['mean']:.3g} ± {deletion['standard_error']:.2g}" in result.stdout
 
 
 @pytest.mark.parametrize("which", ["digits", "shapes"])
